@@ -1,0 +1,216 @@
+"""Sub-center additive angular margin loss with inter-top-k hard-negative penalty."""
+
+import math
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from espnet2.spk.loss.abs_loss import AbsLoss
+from typeguard import typechecked
+
+from espnet_plugin_intertopk.espnet_compat import loss_returns_tuple
+from espnet_plugin_intertopk.margin_softmax import (
+    MarginConstants,
+    margin_softmax_cross_entropy,
+    subcenter_argmax,
+)
+from espnet_plugin_intertopk.registration import register_loss
+
+# The reference scales the hard-negative margin with margin / 0.2.
+MP_REFERENCE_MARGIN = 0.2
+
+
+def _check_margin(name: str, value: float) -> None:
+    if not (math.isfinite(value) and 0.0 <= value < math.pi / 2):
+        raise ValueError(f"{name} must be finite and in [0, pi/2), got {value}")
+
+
+@register_loss("aamsoftmax_sc_topk")
+class ArcMarginProduct_intertopk_subcenter(AbsLoss):
+    """AAM-softmax with K sub-centers per class and an inter-top-k penalty.
+
+    Sub-center ArcFace (Deng et al., ECCV 2020) with the inter-top-k penalty of Zhao
+    et al. (arXiv 2110.05042): the target logit is cos(theta + margin), the ``k_top``
+    most similar wrong classes get cos(theta - mp_eff) with
+    ``mp_eff = mp * margin / 0.2``, and the cross-entropy runs on ``scale`` times the
+    logits. Values and gradients match ESPnet's and WeSpeaker's copies after their
+    ``update(margin)``, with two fixes: a freshly built loss is already in that state
+    (theirs keep the hard-negative margin at 0 until ``update`` is called), and
+    gradients stay finite when a cosine reaches +-1.
+
+    The angular maths always runs in float32, also under fp16/bf16 autocast.
+
+    Input checks: shapes and dtypes are checked on every call (no device sync). The
+    label range and the finiteness of the embeddings need the values: they are checked
+    on every call for CPU tensors, and on accelerators only on the first call, or on
+    every call with ``check_values=True`` (one host-device sync per step). Non-finite
+    embeddings on an accelerator otherwise give a non-finite gradient norm, and ESPnet's
+    trainer skips that step without touching the weights.
+
+    Args:
+        nout: Embedding size.
+        nclasses: Number of classes (speakers).
+        scale: Logit scale s.
+        margin: Additive angular margin m of the target class.
+        easy_margin: Apply the margin only where cos > 0.
+        K: Sub-centers per class.
+        mp: Hard-negative margin at margin 0.2 (it follows the margin linearly).
+        k_top: Number of hard negatives that get the penalty (0 disables it).
+        do_lm: Large-margin fine-tuning: sets mp = 0 and k_top = 0.
+        class_chunk_size: None for the fastest path; a number of classes to process at
+            a time for a memory-bounded path (extra memory ~ batch x chunk).
+        check_values: Check label range and finiteness on every accelerator step.
+        return_accuracy: Return (loss, accuracy, preds) as ESPnet >= 202509 expects
+            instead of the loss alone. None: follow the installed ESPnet.
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        nout: int,
+        nclasses: int,
+        scale: float = 32.0,
+        margin: float = 0.2,
+        easy_margin: bool = False,
+        K: int = 3,
+        mp: float = 0.06,
+        k_top: int = 5,
+        do_lm: bool = False,
+        class_chunk_size: Optional[int] = None,
+        check_values: bool = False,
+        return_accuracy: Optional[bool] = None,
+    ):
+        super().__init__(nout)
+        for name, value in (("nout", nout), ("nclasses", nclasses), ("K", K)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be finite and > 0, got {scale}")
+        _check_margin("margin", margin)
+        _check_margin("mp", mp)
+        if do_lm:
+            mp, k_top = 0.0, 0
+        if not 0 <= k_top < nclasses:
+            raise ValueError(f"k_top must be in [0, nclasses={nclasses}), got {k_top}")
+        if class_chunk_size is not None and class_chunk_size < 1:
+            raise ValueError(f"class_chunk_size must be >= 1, got {class_chunk_size}")
+
+        self.in_features = nout
+        self.out_features = nclasses
+        self.scale = scale
+        self.easy_margin = easy_margin
+        self.K = K
+        self.mp = mp
+        self.k_top = k_top
+        self.do_lm = do_lm
+        self.class_chunk_size = class_chunk_size
+        self.check_values = check_values
+        self.return_accuracy = (
+            loss_returns_tuple() if return_accuracy is None else return_accuracy
+        )
+        self._values_checked = False
+        self.weight = nn.Parameter(torch.empty(K * nclasses, nout))
+        nn.init.xavier_uniform_(self.weight)
+        self.update(margin)
+
+    def update(self, margin: float = 0.2) -> None:
+        """Set the margin and every constant that depends on it (mp_eff included)."""
+        _check_margin("margin", float(margin))
+        self.margin = self.m = float(margin)
+        self.cos_m = math.cos(margin)
+        self.sin_m = math.sin(margin)
+        self.th = math.cos(math.pi - margin)
+        self.mm = math.sin(math.pi - margin) * margin
+        self.mmm = 1.0 + math.cos(math.pi - margin)
+        self.mp_eff = self.mp * margin / MP_REFERENCE_MARGIN if margin > 0.001 else 0.0
+        self.cos_mp = math.cos(self.mp_eff)
+        self.sin_mp = math.sin(self.mp_eff)
+
+    def constants(self) -> MarginConstants:
+        return MarginConstants(
+            scale=self.scale,
+            cos_m=self.cos_m,
+            sin_m=self.sin_m,
+            th=self.th,
+            mmm=self.mmm,
+            easy_margin=self.easy_margin,
+            cos_mp=self.cos_mp,
+            sin_mp=self.sin_mp,
+            k_top=self.k_top,
+            K=self.K,
+            nclasses=self.out_features,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"nout={self.in_features}, nclasses={self.out_features}, K={self.K}, "
+            f"scale={self.scale}, margin={self.margin}, mp={self.mp}, "
+            f"k_top={self.k_top}, easy_margin={self.easy_margin}, do_lm={self.do_lm}"
+        )
+
+    def _check_input(self, x: torch.Tensor, label: Optional[torch.Tensor]):
+        if x.dim() != 2:
+            raise ValueError(f"input must be 2-D (batch, nout), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_features:
+            raise ValueError(
+                f"input has {x.shape[1]} features per row, nout is {self.in_features}"
+            )
+        if not x.is_floating_point():
+            raise ValueError(f"input must be a float tensor, got {x.dtype}")
+        if label is None:
+            return None
+        if label.is_floating_point() or label.is_complex() or label.dtype == torch.bool:
+            raise ValueError(f"label must be an integer tensor, got {label.dtype}")
+        if label.dim() == 2 and label.shape[1] == 1:
+            label = label[:, 0]
+        elif label.dim() == 0:
+            # ESPnet squeezes (1, 1) labels of a batch of one into a scalar.
+            label = label.reshape(1)
+        if label.dim() != 1 or label.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"label must have shape ({x.shape[0]},) or ({x.shape[0]}, 1) to match "
+                f"the input batch, got {tuple(label.shape)}"
+            )
+        if x.device.type == "cpu" or self.check_values or not self._values_checked:
+            self._values_checked = True
+            if label.numel() and (label.min() < 0 or label.max() >= self.out_features):
+                raise ValueError(
+                    f"label values must be in [0, nclasses={self.out_features}), got "
+                    f"[{int(label.min())}, {int(label.max())}]"
+                )
+            if not torch.isfinite(x).all():
+                raise ValueError("input embeddings contain NaN or Inf")
+        return label.long()
+
+    def forward(
+        self, input: torch.Tensor, label: Optional[torch.Tensor] = None
+    ) -> Union[torch.Tensor, Tuple[Optional[torch.Tensor], Optional[torch.Tensor], torch.Tensor]]:
+        """Loss of a batch.
+
+        Args:
+            input: (B, nout) embeddings, any float dtype.
+            label: (B,) or (B, 1) integer class ids, or None for predictions only.
+
+        Returns:
+            The loss tensor, or (loss, accuracy, preds) when ``return_accuracy``;
+            (None, None, preds) when ``label`` is None.
+        """
+        label = self._check_input(input, label)
+        # The angles must not be computed in half precision: cos(m) and sin(m) of small
+        # margins and the sqrt near |cos| = 1 lose most of their digits there.
+        with torch.autocast(device_type=input.device.type, enabled=False):
+            xn = F.normalize(input.float(), dim=1)
+            weight = self.weight.float()
+            if label is None:
+                preds = subcenter_argmax(
+                    xn, weight, self.K, self.out_features, self.class_chunk_size
+                )
+                return None, None, preds
+            loss, preds = margin_softmax_cross_entropy(
+                xn, weight, label, self.constants(), self.class_chunk_size
+            )
+        if not self.return_accuracy:
+            return loss
+        accuracy = (preds == label).float().mean()
+        return loss, accuracy, preds

@@ -1,0 +1,1 @@
+"""Command-line entry points that behave like ESPnet's, with the plugin registered."""

@@ -1,0 +1,19 @@
+"""``python -m espnet_plugin_intertopk.bin.spk_train``: ESPnet's spk_train with the plugin.
+
+Takes every option of ``python -m espnet2.bin.spk_train`` (``--print_config``
+included), plus ``--margin_scheduler`` and ``--margin_scheduler_conf``.
+"""
+
+from espnet_plugin_intertopk.task import IntertopkSpeakerTask
+
+
+def get_parser():
+    return IntertopkSpeakerTask.get_parser()
+
+
+def main(cmd=None):
+    IntertopkSpeakerTask.main(cmd=cmd)
+
+
+if __name__ == "__main__":
+    main()

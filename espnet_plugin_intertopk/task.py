@@ -1,0 +1,29 @@
+"""The plugin's speaker task: ESPnet's SpeakerTask with a margin scheduler."""
+
+import argparse
+
+from espnet2.tasks.spk import SpeakerTask
+
+from espnet_plugin_intertopk.margin_scheduler import margin_scheduler_choices
+from espnet_plugin_intertopk.trainer import MarginSchedulingSpkTrainer, build_margin_scheduler
+
+
+class IntertopkSpeakerTask(SpeakerTask):
+    """SpeakerTask + ``--margin_scheduler {constant,linear,exp}`` and its trainer."""
+
+    class_choices_list = SpeakerTask.class_choices_list + [margin_scheduler_choices]
+    trainer = MarginSchedulingSpkTrainer
+
+    @classmethod
+    def build_model(cls, args: argparse.Namespace):
+        model = super().build_model(args)
+        # Fail at start-up, not after the data loaders are built, on a bad schedule.
+        if build_margin_scheduler(args) is not None and not callable(
+            getattr(model.loss, "update", None)
+        ):
+            raise ValueError(
+                f"--margin_scheduler {args.margin_scheduler} needs a loss with an "
+                f"update(margin) method; --loss {args.loss} "
+                f"({type(model.loss).__name__}) has none"
+            )
+        return model

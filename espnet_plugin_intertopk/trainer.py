@@ -1,0 +1,117 @@
+"""The training-loop hook: ESPnet's SpkTrainer plus a margin scheduler.
+
+ESPnet's ``Trainer.train_one_epoch`` has no per-step hook, so the scheduler is driven
+from the batch iterator it consumes: before each batch is handed to the loop, the loss
+gets ``update(margin)`` and the margin is registered with the reporter, which puts it in
+the epoch log line, ``images/margin.png`` and tensorboard. Every rank runs the same
+code with the same (epoch, iteration), so all ranks use the same margin.
+"""
+
+import dataclasses
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Optional
+
+import torch
+from espnet2.train import spk_trainer
+from espnet2.train.spk_trainer import SpkTrainer
+from espnet2.train.trainer import TrainerOptions
+
+from espnet_plugin_intertopk.margin_scheduler import (
+    AbsMarginScheduler,
+    margin_scheduler_choices,
+)
+
+
+@dataclasses.dataclass
+class MarginTrainerOptions(TrainerOptions):
+    margin_scheduler: Optional[AbsMarginScheduler] = None
+
+
+def build_margin_scheduler(args) -> Optional[AbsMarginScheduler]:
+    """The scheduler that ``--margin_scheduler``/``--margin_scheduler_conf`` describe."""
+    name = getattr(args, "margin_scheduler", None)
+    if name is None:
+        return None
+    return margin_scheduler_choices.get_class(name)(**args.margin_scheduler_conf)
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The ESPnet model inside a DistributedDataParallel/DataParallel wrapper."""
+    return getattr(model, "module", model)
+
+
+def _iterations_in(iterator, options) -> Optional[int]:
+    try:
+        return len(iterator)
+    except TypeError:
+        return options.num_iters_per_epoch
+
+
+def scheduled_batches(
+    iterator: Iterable, scheduler: AbsMarginScheduler, loss, reporter, options
+) -> Iterator:
+    """Yield the batches of ``iterator``, setting the loss margin before each one."""
+    epoch = reporter.get_epoch()
+    n_iter = _iterations_in(iterator, options)
+    for iteration, batch in enumerate(iterator):
+        margin = scheduler.margin(epoch, iteration, n_iter)
+        loss.update(margin)
+        reporter.register({"margin": margin})
+        yield batch
+
+
+@contextmanager
+def _validation_on(device: torch.device):
+    """Send the tensors that ESPnet 202511's distributed validation puts on "cuda" to
+    ``device`` instead (it hard-codes "cuda" for its all_gather buffers)."""
+    original = spk_trainer.to_device
+
+    def to_device(data, device_name=None, *args, **kwargs):
+        if device_name == "cuda":
+            device_name = device
+        return original(data, device_name, *args, **kwargs)
+
+    spk_trainer.to_device = to_device
+    try:
+        yield
+    finally:
+        spk_trainer.to_device = original
+
+
+class MarginSchedulingSpkTrainer(SpkTrainer):
+    """SpkTrainer that drives a margin scheduler and validates on any device."""
+
+    @classmethod
+    def build_options(cls, args) -> MarginTrainerOptions:
+        base = super().build_options(args)
+        values = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+        return MarginTrainerOptions(**values, margin_scheduler=build_margin_scheduler(args))
+
+    @classmethod
+    def train_one_epoch(cls, model, iterator, optimizers, schedulers, scaler, reporter,
+                        summary_writer, options, distributed_option) -> bool:
+        scheduler = getattr(options, "margin_scheduler", None)
+        if scheduler is not None:
+            loss = unwrap_model(model).loss
+            iterator = scheduled_batches(iterator, scheduler, loss, reporter, options)
+        return super().train_one_epoch(
+            model=model,
+            iterator=iterator,
+            optimizers=optimizers,
+            schedulers=schedulers,
+            scaler=scaler,
+            reporter=reporter,
+            summary_writer=summary_writer,
+            options=options,
+            distributed_option=distributed_option,
+        )
+
+    @classmethod
+    def validate_one_epoch(cls, model, iterator, reporter, options, distributed_option):
+        if distributed_option.distributed and options.ngpu == 0:
+            device = next(unwrap_model(model).parameters()).device
+            with _validation_on(device):
+                return super().validate_one_epoch(
+                    model, iterator, reporter, options, distributed_option
+                )
+        return super().validate_one_epoch(model, iterator, reporter, options, distributed_option)

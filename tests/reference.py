@@ -37,7 +37,7 @@ def reference_loss(x, weight, label, *, nclasses, K, scale, margin, easy_margin,
         else:
             logits[y] = torch.cos(theta[y] + margin) if cos[y] > th else cos[y] - (1 + th)
         others = [j for j in range(nclasses) if j != y]
-        hard = sorted(others, key=lambda j: float(cos[j]), reverse=True)[:k_top]
+        hard = sorted(others, key=lambda j: float(cos[j].detach()), reverse=True)[:k_top]
         for j in hard:
             logits[j] = torch.cos(theta[j] - mpe)
         z = scale * logits

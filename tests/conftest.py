@@ -1,0 +1,89 @@
+"""Shared fixtures: a tiny generated corpus and real ESPnet training runs."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from espnet_plugin_intertopk import synthetic_corpus
+from espnet_plugin_intertopk.kaldi_data import check_data_dir, write_shape_file
+
+TESTS = Path(__file__).resolve().parent
+TINY_CONFIG = TESTS / "conf" / "tiny_train.yaml"
+N_TRAIN_SPK = 6
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    synthetic_corpus.generate(
+        root,
+        n_train_speakers=N_TRAIN_SPK,
+        n_test_speakers=3,
+        utts_per_speaker=8,
+        test_utts_per_speaker=4,
+        n_trials=40,
+        min_duration=1.2,
+        max_duration=1.8,
+        seed=1,
+    )
+    check_data_dir(root / "train", "train")
+    check_data_dir(root / "test", "test")
+    write_shape_file(root / "train" / "wav.scp", root / "train_shape")
+    write_shape_file(root / "test" / "trial.scp", root / "valid_shape")
+    return root
+
+
+def train_command(corpus: Path, output_dir: Path, *extra: str, config: Path = TINY_CONFIG,
+                  module: str = "espnet_plugin_intertopk.bin.spk_train") -> List[str]:
+    d = corpus
+    return [
+        "-m", module, "--config", str(config), "--ngpu", "0",
+        "--use_preprocessor", "true", "--resume", "true", "--output_dir", str(output_dir),
+        "--train_data_path_and_name_and_type", f"{d}/train/wav.scp,speech,sound",
+        "--train_data_path_and_name_and_type", f"{d}/train/utt2spk,spk_labels,text",
+        "--train_shape_file", f"{d}/train_shape", "--fold_length", "120000",
+        "--valid_data_path_and_name_and_type", f"{d}/test/trial.scp,speech,sound",
+        "--valid_data_path_and_name_and_type", f"{d}/test/trial2.scp,speech2,sound",
+        "--valid_data_path_and_name_and_type", f"{d}/test/trial_label,spk_labels,text",
+        "--valid_shape_file", f"{d}/valid_shape", "--spk2utt", f"{d}/train/spk2utt",
+        "--spk_num", str(N_TRAIN_SPK), *extra,
+    ]
+
+
+def run_python(args: List[str], launcher: List[str] = None, timeout: int = 300) -> str:
+    """Run ``python <args>`` (or ``<launcher> <args>``); return its log, fail with it."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = (launcher or [sys.executable]) + args
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{log[-6000:]}"
+    return log
+
+
+def train(corpus: Path, output_dir: Path, *extra: str, **kwargs) -> str:
+    return run_python(train_command(corpus, output_dir, *extra, **kwargs))
+
+
+_EPOCH = re.compile(r"(\d+)epoch results: \[train\] (.*?), \[valid\] (.*)$", re.M)
+
+
+def epoch_results(log: str) -> Dict[int, Dict[str, float]]:
+    """Per-epoch training/validation statistics from ESPnet's epoch log lines."""
+    out = {}
+    for epoch, train_part, valid_part in _EPOCH.findall(log):
+        stats = {}
+        for prefix, part in (("train", train_part), ("valid", valid_part)):
+            for item in part.split(", "):
+                if "=" in item:
+                    key, value = item.split("=", 1)
+                    try:
+                        stats[f"{prefix}/{key}"] = float(value.split()[0])
+                    except ValueError:
+                        pass
+        out[int(epoch)] = stats
+    return out

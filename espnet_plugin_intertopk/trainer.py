@@ -8,8 +8,9 @@ code with the same (epoch, iteration), so all ranks use the same margin.
 """
 
 import dataclasses
+import logging
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, List, Optional
 
 import torch
 from espnet2.train import spk_trainer
@@ -48,16 +49,37 @@ def _iterations_in(iterator, options) -> Optional[int]:
 
 
 def scheduled_batches(
-    iterator: Iterable, scheduler: AbsMarginScheduler, loss, reporter, options
+    iterator: Iterable, scheduler: AbsMarginScheduler, loss, reporter, options,
+    used: List[float],
 ) -> Iterator:
-    """Yield the batches of ``iterator``, setting the loss margin before each one."""
+    """Yield the batches of ``iterator``, setting the loss margin before each one.
+
+    The margins set are appended to ``used``.
+    """
     epoch = reporter.get_epoch()
     n_iter = _iterations_in(iterator, options)
     for iteration, batch in enumerate(iterator):
         margin = scheduler.margin(epoch, iteration, n_iter)
         loss.update(margin)
         reporter.register({"margin": margin})
+        used.append(margin)
         yield batch
+
+
+def _log_margins_of_all_ranks(used: List[float], device: torch.device) -> None:
+    """Gather (steps, mean, last margin) of every rank; log them on rank 0 and fail if
+    the ranks disagree (a desynchronised schedule would silently train a different
+    loss on each rank)."""
+    summary = torch.tensor(
+        [len(used), sum(used) / max(len(used), 1), used[-1] if used else float("nan")],
+        dtype=torch.float64, device=device,
+    )
+    gathered = [torch.zeros_like(summary) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(gathered, summary)
+    rows = [tuple(round(float(v), 10) for v in g) for g in gathered]
+    logging.info(f"margin per rank (steps, mean, last): {rows}")
+    if any(row[1:] != rows[0][1:] for row in rows):
+        raise RuntimeError(f"ranks used different margins: {rows}")
 
 
 @contextmanager
@@ -91,10 +113,11 @@ class MarginSchedulingSpkTrainer(SpkTrainer):
     def train_one_epoch(cls, model, iterator, optimizers, schedulers, scaler, reporter,
                         summary_writer, options, distributed_option) -> bool:
         scheduler = getattr(options, "margin_scheduler", None)
+        used: List[float] = []
         if scheduler is not None:
             loss = unwrap_model(model).loss
-            iterator = scheduled_batches(iterator, scheduler, loss, reporter, options)
-        return super().train_one_epoch(
+            iterator = scheduled_batches(iterator, scheduler, loss, reporter, options, used)
+        all_invalid = super().train_one_epoch(
             model=model,
             iterator=iterator,
             optimizers=optimizers,
@@ -105,6 +128,9 @@ class MarginSchedulingSpkTrainer(SpkTrainer):
             options=options,
             distributed_option=distributed_option,
         )
+        if scheduler is not None and distributed_option.distributed:
+            _log_margins_of_all_ranks(used, next(unwrap_model(model).parameters()).device)
+        return all_invalid
 
     @classmethod
     def validate_one_epoch(cls, model, iterator, reporter, options, distributed_option):

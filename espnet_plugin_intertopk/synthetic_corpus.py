@@ -177,8 +177,8 @@ def generate(
     n_train_speakers: int = 100,
     n_test_speakers: int = 20,
     utts_per_speaker: int = 8,
-    test_utts_per_speaker: int = 6,
-    n_trials: int = 2000,
+    test_utts_per_speaker: int = 10,
+    n_trials: int = 1800,
     min_duration: float = 1.5,
     max_duration: float = 3.0,
     seed: int = 0,
@@ -228,8 +228,8 @@ def main(argv=None) -> None:
     parser.add_argument("--n_train_speakers", type=int, default=100)
     parser.add_argument("--n_test_speakers", type=int, default=20)
     parser.add_argument("--utts_per_speaker", type=int, default=8)
-    parser.add_argument("--test_utts_per_speaker", type=int, default=6)
-    parser.add_argument("--n_trials", type=int, default=2000)
+    parser.add_argument("--test_utts_per_speaker", type=int, default=10)
+    parser.add_argument("--n_trials", type=int, default=1800)
     parser.add_argument("--min_duration", type=float, default=1.5)
     parser.add_argument("--max_duration", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)

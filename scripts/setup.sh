@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment .venv with the pinned working set
+# (constraints.txt) and the package installed in editable mode with its test extras.
+# Re-running is cheap: nothing is installed when pyproject.toml and constraints.txt are
+# unchanged since the last successful install.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${root}"
+python="${PYTHON:-python3.11}"
+command -v "${python}" >/dev/null 2>&1 || python=python3
+
+stamp=.venv/.installed
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+if [ -f "${stamp}" ] && [ "$(cat "${stamp}")" = "${want}" ]; then
+    exit 0
+fi
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $(${python} --version)"
+    "${python}" -m venv .venv
+fi
+echo "setup: installing the pinned environment (first time: a few minutes, ~5 GB)"
+.venv/bin/python -m pip install --quiet --upgrade "pip>=23" 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -m pip install --quiet --progress-bar off -c constraints.txt -e '.[test]' 2>&1 \
+    | grep -v "is ignored: it is neither a file nor a directory" || true
+.venv/bin/python -c "import espnet_plugin_intertopk" >/dev/null 2>&1 || {
+    echo "setup: the environment does not import; see the pip output above" >&2
+    exit 1
+}
+echo "${want}" > "${stamp}"
+echo "setup: done"

@@ -81,21 +81,23 @@ def hard_negative_logit(
     return psi, dpsi
 
 
+def weight_norms(weight: torch.Tensor) -> torch.Tensor:
+    """Row norms of the weight, floored like F.normalize does (K*C floats)."""
+    return torch.linalg.vector_norm(weight, dim=1).clamp_min(NORM_EPS)
+
+
 def subcenter_cosine(
-    xn: torch.Tensor, weight: torch.Tensor, start: int, end: int, K: int
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    xn: torch.Tensor, weight: torch.Tensor, norms: torch.Tensor, start: int, end: int, K: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Cosine between normalised embeddings and classes [start, end), max over sub-centers.
 
-    Returns the (B, end - start) maximum, its sub-center arg-max and the row norms of
-    the weight chunk. The normalisation of the weight is applied to the product, so no
-    normalised copy of the weight is made.
+    Returns the (B, end - start) maximum and its sub-center arg-max. The normalisation
+    of the weight is applied to the product, so no normalised copy of the weight is made.
     """
-    w = weight[start * K : end * K]
-    norm = torch.linalg.vector_norm(w, dim=1).clamp_min(NORM_EPS)
-    cos_all = torch.matmul(xn, w.t())
-    cos_all.div_(norm)
-    cos, arg = cos_all.view(xn.shape[0], end - start, K).max(dim=2)
-    return cos, arg, norm
+    rows = slice(start * K, end * K)
+    cos_all = torch.matmul(xn, weight[rows].t())
+    cos_all.div_(norms[rows])
+    return cos_all.view(xn.shape[0], end - start, K).max(dim=2)
 
 
 def _chunks(nclasses: int, chunk_size: Optional[int]) -> List[Tuple[int, int]]:
@@ -109,13 +111,13 @@ def _local_target(label: torch.Tensor, start: int, end: int):
     return in_chunk, local
 
 
-def _masked_chunk(xn, weight, label, start, end, K):
+def _masked_chunk(xn, weight, norms, label, start, end, K):
     """Chunk cosines with the target column set to -inf (it is handled separately)."""
-    cos, arg, norm = subcenter_cosine(xn, weight, start, end, K)
+    cos, arg = subcenter_cosine(xn, weight, norms, start, end, K)
     in_chunk, local = _local_target(label, start, end)
     own = cos.gather(1, local)
     cos.scatter_(1, local, torch.where(in_chunk.unsqueeze(1), float("-inf"), own))
-    return cos, arg, norm, own.squeeze(1), in_chunk
+    return cos, arg, own.squeeze(1), in_chunk
 
 
 class MarginSoftmaxCrossEntropy(torch.autograd.Function):
@@ -140,8 +142,9 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         best_val = torch.full((B,), -math.inf, device=dev)
         best_idx = torch.zeros(B, dtype=torch.long, device=dev)
         kept = None
+        norms = weight_norms(weight)
         for start, end in _chunks(c.nclasses, chunk_size):
-            cos, arg, _, own, in_chunk = _masked_chunk(xn, weight, label, start, end, c.K)
+            cos, arg, own, in_chunk = _masked_chunk(xn, weight, norms, label, start, end, c.K)
             cos_t = torch.where(in_chunk, own, cos_t)
             if c.k_top > 0:
                 v, i = cos.topk(min(c.k_top, end - start), dim=1)
@@ -193,13 +196,13 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         ctx.mark_non_differentiable(pred)
         ctx.c, ctx.chunk_size, ctx.kept = c, chunk_size, kept
         ctx.save_for_backward(
-            xn, weight, label, lse.float(), g_t.float(), g_h.float(), top_idx
+            xn, weight, norms, label, lse.float(), g_t.float(), g_h.float(), top_idx
         )
         return loss.float(), pred
 
     @staticmethod
     def backward(ctx, grad_out, _grad_pred):
-        xn, weight, label, lse, g_t, g_h, top_idx = ctx.saved_tensors
+        xn, weight, norms, label, lse, g_t, g_h, top_idx = ctx.saved_tensors
         c, chunk_size = ctx.c, ctx.chunk_size
         B, K, s = xn.shape[0], c.K, c.scale
         grad_x = torch.zeros_like(xn)
@@ -208,9 +211,10 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         for start, end in _chunks(c.nclasses, chunk_size):
             if ctx.kept is not None:
                 cos, arg = ctx.kept
-                norm = torch.linalg.vector_norm(weight, dim=1).clamp_min(NORM_EPS)
             else:
-                cos, arg, norm, _, _ = _masked_chunk(xn, weight, label, start, end, K)
+                cos, arg, _, _ = _masked_chunk(xn, weight, norms, label, start, end, K)
+            rows = slice(start * K, end * K)
+            norm = norms[rows]
             # Plain softmax gradient (the target is -inf here, so it gets 0), computed in
             # place: the cosines are not needed afterwards ...
             gc = cos.mul_(s).sub_(lse.unsqueeze(1)).exp_().mul_(s / B)
@@ -228,9 +232,9 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
             g_all = torch.zeros(B, end - start, K, device=xn.device)
             g_all.scatter_(2, arg.long().unsqueeze(2), gc.unsqueeze(2))
             g_all = g_all.view(B, (end - start) * K).div_(norm)
-            w = weight[start * K : end * K]
+            w = weight[rows]
             grad_x.addmm_(g_all, w)
-            gw = grad_w[start * K : end * K]
+            gw = grad_w[rows]
             torch.matmul(g_all.t(), xn, out=gw)
             # d normalize(w): remove the component along w.
             dot = torch.bmm(gw.unsqueeze(1), w.unsqueeze(2)).view(-1)
@@ -257,8 +261,9 @@ def subcenter_argmax(
     best = torch.full((xn.shape[0],), -math.inf, device=xn.device)
     pred = torch.zeros(xn.shape[0], dtype=torch.long, device=xn.device)
     with torch.no_grad():
+        norms = weight_norms(weight)
         for start, end in _chunks(nclasses, chunk_size):
-            v, i = subcenter_cosine(xn, weight, start, end, K)[0].max(dim=1)
+            v, i = subcenter_cosine(xn, weight, norms, start, end, K)[0].max(dim=1)
             better = v > best
             best = torch.where(better, v, best)
             pred = torch.where(better, i + start, pred)

@@ -1,0 +1,249 @@
+"""Speed and memory of one forward+backward step of the loss: ESPnet's copy vs the plugin.
+
+    python benchmarks/loss_speed.py                 # the default table (CPU)
+    python benchmarks/loss_speed.py --device cuda --batch 512
+    python benchmarks/loss_speed.py --quick         # small shapes, a smoke run
+
+For every shape, one process times all implementations alternately (round-robin over
+repetitions, so a noisy machine slows them alike) next to the matrix-product floor: the
+three products any implementation needs (x W^T forward; g W and g^T x backward). Peak
+memory is measured in a separate process per (shape, implementation), so peaks do not
+mix: on CUDA with ``max_memory_allocated``, on CPU as the growth of the peak resident
+set during one step. "Extra" memory is what the step needs beyond the weight and its
+gradient. Where an implementation does not fit (ESPnet's copy at 1M classes) its
+memory is extrapolated linearly in batch x classes from the largest measured shape and
+marked as computed.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Dict, List, Optional
+
+from tqdm import tqdm
+
+IMPLS = ("espnet", "plugin", "plugin_chunked")
+
+
+@dataclass(frozen=True)
+class Case:
+    batch: int
+    classes: int
+    K: int = 3
+    D: int = 192
+    k_top: int = 5
+    dtype: str = "float32"
+    device: str = "cpu"
+    chunk: int = 4096
+    impls: tuple = IMPLS
+    reps: int = 7
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def build(impl: str, case: Case):
+    torch = _torch()
+    import espnet_plugin_intertopk  # noqa: F401
+    from espnet2.spk.loss.aamsoftmax_subcenter_intertopk import (
+        ArcMarginProduct_intertopk_subcenter as EspnetLoss,
+    )
+
+    from espnet_plugin_intertopk import ArcMarginProduct_intertopk_subcenter as PluginLoss
+
+    kw = dict(nout=case.D, nclasses=case.classes, K=case.K, k_top=case.k_top, margin=0.2)
+    if impl == "espnet":
+        loss = EspnetLoss(**kw)
+        loss.update(0.2)
+    else:
+        chunk = case.chunk if impl == "plugin_chunked" else None
+        loss = PluginLoss(**kw, class_chunk_size=chunk, return_accuracy=True)
+    return loss.to(case.device)
+
+
+def inputs(case: Case):
+    torch = _torch()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(case.batch, case.D, generator=g).to(case.device, getattr(torch, case.dtype))
+    y = torch.randint(0, case.classes, (case.batch,), generator=g).to(case.device)
+    return x, y
+
+
+def sync(device: str):
+    if device.startswith("cuda"):
+        _torch().cuda.synchronize()
+
+
+def step(loss, x, y, case: Case):
+    torch = _torch()
+    xg = x.detach().requires_grad_(True)
+    loss.weight.grad = None
+    with torch.autocast(device_type=x.device.type, dtype=x.dtype, enabled=x.dtype != torch.float32):
+        out = loss(xg, y)[0]
+    out.backward()
+
+
+def matmul_floor(case: Case):
+    """The three products of one step, on the same shapes, float32."""
+    torch = _torch()
+    w = torch.randn(case.K * case.classes, case.D, device=case.device)
+    x = torch.randn(case.batch, case.D, device=case.device)
+    g = torch.randn(case.batch, case.K * case.classes, device=case.device)
+
+    def run():
+        torch.matmul(x, w.t())
+        torch.matmul(g, w)
+        torch.matmul(g.t(), x)
+
+    return run
+
+
+def worker_timing(case: Case) -> Dict[str, float]:
+    x, y = inputs(case)
+    runs = {"floor": matmul_floor(case)}
+    for impl in case.impls:
+        loss = build(impl, case)
+        runs[impl] = lambda loss=loss: step(loss, x, y, case)
+    times = {k: [] for k in runs}
+    for f in runs.values():  # warm-up
+        f()
+    for _ in range(case.reps):
+        for name, f in runs.items():
+            sync(case.device)
+            t = time.perf_counter()
+            f()
+            sync(case.device)
+            times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) * 1000 for k, v in times.items()}
+
+
+def _rss_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_now_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def worker_memory(case: Case, impl: str) -> float:
+    """Peak memory of one step beyond the weight and its gradient, in MiB."""
+    torch = _torch()
+    loss = build(impl, case)
+    x, y = inputs(case)
+    weight_mb = loss.weight.numel() * loss.weight.element_size() / 2**20
+    if case.device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() / 2**20
+        step(loss, x, y, case)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20 - base - weight_mb
+    base = _rss_now_mb()
+    step(loss, x, y, case)
+    return _rss_peak_mb() - base - weight_mb
+
+
+def run_worker(args: List[str]) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), *args]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def default_cases(a) -> List[Case]:
+    base = Case(batch=a.batch, classes=a.classes, dtype="float32", device=a.device, reps=a.reps)
+    big = Case(batch=a.big_batch, classes=a.big_classes, device=a.device, reps=3,
+               chunk=a.big_chunk, impls=("plugin", "plugin_chunked"))
+    cases = [base, replace(base, dtype="bfloat16", impls=("espnet", "plugin")), big]
+    if a.quick:
+        cases = [replace(c, batch=32, classes=2000, reps=3) for c in cases[:2]]
+        cases.append(replace(big, batch=16, classes=50000, chunk=8192))
+    return cases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--classes", type=int, default=17982)
+    parser.add_argument("--big_batch", type=int, default=128)
+    parser.add_argument("--big_classes", type=int, default=1_000_000)
+    parser.add_argument("--big_chunk", type=int, default=32768)
+    parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--quick", action="store_true", help="small shapes (smoke test)")
+    parser.add_argument("--worker", choices=("timing", "memory"), help=argparse.SUPPRESS)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--impl", help=argparse.SUPPRESS)
+    a = parser.parse_args()
+
+    if a.worker:
+        case = Case(**{**json.loads(a.case), "impls": tuple(json.loads(a.case)["impls"])})
+        result = worker_timing(case) if a.worker == "timing" else worker_memory(case, a.impl)
+        print(json.dumps(result))
+        return
+
+    cases = default_cases(a)
+    jobs = [(c, None) for c in cases] + [(c, i) for c in cases for i in c.impls]
+    timing, memory = {}, {}
+    for case, impl in tqdm(jobs, desc="benchmark processes", unit="proc"):
+        key = json.dumps(asdict(case))
+        if impl is None:
+            timing[key] = run_worker(["--worker", "timing", "--case", key])
+        else:
+            memory[(key, impl)] = run_worker(["--worker", "memory", "--case", key, "--impl", impl])
+
+    # ESPnet's extra memory per (batch x classes), to extrapolate where it was not run.
+    per_cell = None
+    for case in cases:
+        m = memory.get((json.dumps(asdict(case)), "espnet"))
+        if isinstance(m, float):
+            per_cell = m / (case.batch * case.classes)
+
+    header = ("impl", "batch", "classes", "K", "D", "k_top", "dtype", "device",
+              "fwd+bwd ms", "speed-up vs ESPnet", "x matmul floor", "peak extra MiB")
+    rows = []
+    for case in cases:
+        key = json.dumps(asdict(case))
+        t = timing[key]
+        for impl in ("espnet",) + tuple(i for i in IMPLS if i != "espnet"):
+            ms = t.get(impl) if "error" not in t else None
+            if impl in case.impls:
+                mem = memory[(key, impl)]
+                mem_s = f"{mem:.0f}" if isinstance(mem, float) else f"error: {mem['error']}"
+            elif impl == "espnet" and per_cell is not None:
+                mem_s = f"~{per_cell * case.batch * case.classes:.0f} (computed, not run)"
+            else:
+                continue
+            esp = t.get("espnet")
+            rows.append((
+                impl, case.batch, case.classes, case.K, case.D, case.k_top, case.dtype,
+                case.device,
+                f"{ms:.1f}" if ms else "-",
+                f"{esp / ms:.2f}x" if ms and esp else "-",
+                f"{ms / t['floor']:.2f}" if ms and "floor" in t else "-",
+                mem_s,
+            ))
+        if "floor" in t:
+            rows.append(("matmul floor", case.batch, case.classes, case.K, case.D, "-",
+                         "float32", case.device, f"{t['floor']:.1f}", "-", "1.00", "-"))
+    print()
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(str(v) for v in r) + " |")
+
+
+if __name__ == "__main__":
+    main()

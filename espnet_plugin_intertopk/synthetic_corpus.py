@@ -81,13 +81,14 @@ def make_voice(rng: np.random.Generator) -> Voice:
 
 
 def _formant_sos(freqs: np.ndarray, bws: np.ndarray) -> np.ndarray:
-    """Cascade of two-pole resonators as second-order sections (unit gain at DC)."""
+    """Cascade of two-pole resonators as second-order sections, each with unit gain at
+    its own peak (so that a cascade of high resonances cannot blow up)."""
     sos = []
     for f, bw in zip(freqs, bws):
-        f = min(f, 0.45 * SAMPLE_RATE)
+        w = 2 * np.pi * min(f, 0.45 * SAMPLE_RATE) / SAMPLE_RATE
         r = np.exp(-np.pi * bw / SAMPLE_RATE)
-        a1, a2 = -2 * r * np.cos(2 * np.pi * f / SAMPLE_RATE), r * r
-        sos.append([1 + a1 + a2, 0.0, 0.0, 1.0, a1, a2])
+        a1, a2 = -2 * r * np.cos(w), r * r
+        sos.append([(1 - r) * np.sqrt(1 - 2 * r * np.cos(2 * w) + r * r), 0.0, 0.0, 1.0, a1, a2])
     return np.array(sos)
 
 
@@ -118,7 +119,8 @@ def synthesize(voice: Voice, duration: float, rng: np.random.Generator) -> np.nd
     while pos < n:
         length = int(SAMPLE_RATE * rng.uniform(0.6, 1.4) / voice.rate)
         seg = slice(pos, min(n, pos + length))
-        if rng.random() < 0.8:  # vowel
+        is_vowel = rng.random() < 0.8
+        if is_vowel:
             v = rng.integers(len(VOWELS))
             formants = VOWELS[v] * voice.tract
             formants[:2] *= 1 + np.array(voice.vowel_shift[2 * v : 2 * v + 2])
@@ -127,14 +129,20 @@ def synthesize(voice: Voice, duration: float, rng: np.random.Generator) -> np.nd
             formants = np.array([2500.0, 3500, 4500, 5500]) * voice.tract * rng.uniform(0.8, 1.2, 4)
             excitation = noise[seg] * 0.5
         sos = _formant_sos(formants * rng.uniform(0.97, 1.03, 4), BANDWIDTHS)
-        out[seg], zi = signal.sosfilt(sos, excitation, zi=zi)
+        y, zi = signal.sosfilt(sos, excitation, zi=zi)
+        # Phone loudness: vowels carry the energy, fricatives are ~12 dB weaker; a
+        # 10 ms fade in and out avoids clicks between phones.
+        level = (1.0 if is_vowel else 0.25) * rng.uniform(0.7, 1.3)
+        fade = np.minimum(1.0, np.minimum(np.arange(len(y)), np.arange(len(y))[::-1]) / 160.0)
+        out[seg] = y * level / (np.sqrt(np.mean(y**2)) + 1e-9) * fade
         pos += length
 
     # Channel: two random peaking/notch colourings, then additive noise at random SNR.
     for _ in range(2):
-        b, a = signal.iirpeak(rng.uniform(200, 6000), rng.uniform(0.7, 3.0), fs=SAMPLE_RATE)
-        out = out + rng.uniform(-0.6, 0.6) * signal.lfilter(b, a, out)
-    snr_db = rng.uniform(5, 30)
+        # Q >= 1 keeps the bandwidth (f / Q) below Nyquist: wider peaks are unstable.
+        b, a = signal.iirpeak(rng.uniform(200, 6000), rng.uniform(1.0, 3.0), fs=SAMPLE_RATE)
+        out = out + rng.uniform(-0.35, 0.35) * signal.lfilter(b, a, out)
+    snr_db = rng.uniform(10, 35)
     power = np.mean(out**2) + 1e-12
     out = out + rng.standard_normal(n) * np.sqrt(power / 10 ** (snr_db / 10))
     return out / (np.abs(out).max() + 1e-9) * rng.uniform(0.3, 0.9)

@@ -42,11 +42,10 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
     The angular maths always runs in float32, also under fp16/bf16 autocast.
 
     Input checks: shapes and dtypes are checked on every call (no device sync). The
-    label range and the finiteness of the embeddings need the values: they are checked
-    on every call for CPU tensors, and on accelerators only on the first call, or on
-    every call with ``check_values=True`` (one host-device sync per step). Non-finite
-    embeddings on an accelerator otherwise give a non-finite gradient norm, and ESPnet's
-    trainer skips that step without touching the weights.
+    label range and the finiteness of the embeddings need the values (see
+    ``check_values``). Where they are not checked, non-finite embeddings give a
+    non-finite loss and gradient norm, and ESPnet's trainer skips that step without
+    touching the weights.
 
     Args:
         nout: Embedding size.
@@ -60,7 +59,9 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
         do_lm: Large-margin fine-tuning: sets mp = 0 and k_top = 0.
         class_chunk_size: None for the fastest path; a number of classes to process at
             a time for a memory-bounded path (extra memory ~ batch x chunk).
-        check_values: Check label range and finiteness on every accelerator step.
+        check_values: Check label range and finiteness of the inputs: None (auto) on
+            every call for CPU tensors and on the first call only on accelerators (no
+            host-device sync per step); True on every call; False never.
         return_accuracy: Return (loss, accuracy, preds) as ESPnet >= 202509 expects
             instead of the loss alone. None: follow the installed ESPnet.
     """
@@ -78,7 +79,7 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
         k_top: int = 5,
         do_lm: bool = False,
         class_chunk_size: Optional[int] = None,
-        check_values: bool = False,
+        check_values: Optional[bool] = None,
         return_accuracy: Optional[bool] = None,
     ):
         super().__init__(nout)
@@ -172,7 +173,10 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
                 f"label must have shape ({x.shape[0]},) or ({x.shape[0]}, 1) to match "
                 f"the input batch, got {tuple(label.shape)}"
             )
-        if x.device.type == "cpu" or self.check_values or not self._values_checked:
+        auto = self.check_values is None and (
+            x.device.type == "cpu" or not self._values_checked
+        )
+        if self.check_values or auto:
             self._values_checked = True
             if label.numel() and (label.min() < 0 or label.max() >= self.out_features):
                 raise ValueError(

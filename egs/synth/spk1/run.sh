@@ -38,14 +38,7 @@ test_utts_per_speaker=10
 n_trials=1800
 seed=0
 
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --*) name="${1#--}"; [ $# -ge 2 ] || { echo "$0: $1 needs a value" >&2; exit 1; }
-             declare -p "${name}" >/dev/null 2>&1 || { echo "$0: unknown option $1" >&2; exit 1; }
-             printf -v "${name}" '%s' "$2"; shift 2 ;;
-        *) echo "$0: unexpected argument $1" >&2; exit 1 ;;
-    esac
-done
+. local/parse_options.sh
 if [ -z "${python}" ]; then
     venv="$(cd ../../.. && pwd)/.venv/bin/python"
     if [ -x "${venv}" ]; then python="${venv}"; else python=python3; fi

@@ -14,27 +14,22 @@ python=python
 train_dir=
 test_dir=
 corpus_dir=downloads/synth
-n_train_speakers=100
-n_test_speakers=20
-utts_per_speaker=8
-test_utts_per_speaker=10
-n_trials=1800
-seed=0
+# Synthetic corpus settings; empty: the generator's defaults.
+n_train_speakers=
+n_test_speakers=
+utts_per_speaker=
+test_utts_per_speaker=
+n_trials=
+seed=
+. "$(dirname "$0")/parse_options.sh"
 
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --*) name="${1#--}"; [ $# -ge 2 ] || { echo "$0: $1 needs a value" >&2; exit 1; }
-             declare -p "${name}" >/dev/null 2>&1 || { echo "$0: unknown option $1" >&2; exit 1; }
-             printf -v "${name}" '%s' "$2"; shift 2 ;;
-        *) echo "$0: unexpected argument $1" >&2; exit 1 ;;
-    esac
+corpus_args=()
+for name in n_train_speakers n_test_speakers utts_per_speaker test_utts_per_speaker n_trials seed; do
+    if [ -n "${!name}" ]; then corpus_args+=("--${name}" "${!name}"); fi
 done
 
 if [ -z "${train_dir}" ] && [ -z "${test_dir}" ]; then
-    ${python} -m espnet_plugin_intertopk.synthetic_corpus "${corpus_dir}" \
-        --n_train_speakers "${n_train_speakers}" --n_test_speakers "${n_test_speakers}" \
-        --utts_per_speaker "${utts_per_speaker}" --test_utts_per_speaker "${test_utts_per_speaker}" \
-        --n_trials "${n_trials}" --seed "${seed}"
+    ${python} -m espnet_plugin_intertopk.synthetic_corpus "${corpus_dir}" "${corpus_args[@]}"
     train_dir="${corpus_dir}/train"
     test_dir="${corpus_dir}/test"
 elif [ -z "${train_dir}" ] || [ -z "${test_dir}" ]; then

@@ -1,0 +1,96 @@
+"""The plugin trainer's hook, driven directly through ESPnet's real training loop
+(``MarginSchedulingSpkTrainer.train_one_epoch``, ESPnet's Reporter, a real
+ESPnetSpeakerModel built by the task from the tiny config)."""
+
+import logging
+
+import pytest
+import torch
+from espnet2.train.distributed_utils import DistributedOption
+from espnet2.train.reporter import Reporter
+
+from conftest import TINY_CONFIG
+from espnet_plugin_intertopk.task import IntertopkSpeakerTask
+from espnet_plugin_intertopk.trainer import MarginSchedulingSpkTrainer
+
+N_SPK = 4
+
+
+def build(tmp_path, *extra):
+    spk2utt = tmp_path / "spk2utt"
+    spk2utt.write_text("".join(f"s{i} u{i}\n" for i in range(N_SPK)))
+    args = IntertopkSpeakerTask.get_parser().parse_args(
+        ["--config", str(TINY_CONFIG), "--spk_num", str(N_SPK), "--spk2utt", str(spk2utt),
+         "--output_dir", str(tmp_path), *extra]
+    )
+    torch.manual_seed(0)
+    model = IntertopkSpeakerTask.build_model(args)
+    optim = torch.optim.SGD(model.parameters(), lr=0.1)
+    options = MarginSchedulingSpkTrainer.build_options(args)
+    return model, optim, options
+
+
+def batches(n, nan_at=None):
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for i in range(n):
+        speech = torch.randn(4, 8000, generator=g)
+        if i == nan_at:
+            speech[1] = float("nan")
+        out.append(([f"u{j}" for j in range(4)],
+                    {"speech": speech, "spk_labels": torch.arange(4).unsqueeze(1)}))
+    return out
+
+
+def one_epoch(model, optim, options, data, epoch=1):
+    reporter = Reporter()
+    reporter.set_epoch(epoch)
+    with reporter.observe("train") as sub:
+        MarginSchedulingSpkTrainer.train_one_epoch(
+            model=model, iterator=data, optimizers=[optim], schedulers=[None], scaler=None,
+            reporter=sub, summary_writer=None, options=options,
+            distributed_option=DistributedOption(),
+        )
+    return reporter
+
+
+def test_margin_is_set_before_every_step_and_reported(tmp_path):
+    model, optim, options = build(
+        tmp_path, "--margin_scheduler", "linear", "--margin_scheduler_conf",
+        "increase_start_epoch=1", "--margin_scheduler_conf", "fix_start_epoch=2",
+    )
+    seen = []
+    original = model.loss.update
+    model.loss.update = lambda m: (seen.append(m), original(m))
+    reporter = one_epoch(model, optim, options, batches(4))
+    assert seen == pytest.approx([0.0, 0.05, 0.1, 0.15])  # 0.2 * i / 4
+    assert model.loss.margin == pytest.approx(0.15)
+    assert reporter.get_value("train", "margin") == pytest.approx(0.075)
+
+
+def test_without_scheduler_the_margin_stays(tmp_path):
+    model, optim, options = build(tmp_path, "--loss_conf", "margin=0.3")
+    assert options.margin_scheduler is None
+    one_epoch(model, optim, options, batches(2))
+    assert model.loss.margin == 0.3
+
+
+def test_non_finite_embeddings_do_not_touch_the_weights(tmp_path, caplog):
+    """With the value checks off (as on an accelerator after the first step), a NaN
+    batch gives a non-finite gradient norm and ESPnet's trainer skips the update."""
+    model, optim, options = build(tmp_path, "--loss_conf", "check_values=false")
+    one_epoch(model, optim, options, batches(1))  # a normal step first
+    before = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    with caplog.at_level(logging.WARNING):
+        one_epoch(model, optim, options, batches(1, nan_at=0), epoch=2)
+    assert "Skipping updating the model" in caplog.text
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in ("loss.weight",) + tuple(
+        k for k in before if k.startswith("projector")))
+    assert all(torch.isfinite(v).all() for v in before.values())
+
+
+def test_value_checks_raise_on_cpu_by_default(tmp_path):
+    model, optim, options = build(tmp_path)
+    with pytest.raises(ValueError, match="NaN"):
+        one_epoch(model, optim, options, batches(1, nan_at=0))

@@ -115,6 +115,7 @@ fi
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     for m in "${models[@]}"; do
         log "stage 5: embeddings of the test trials with ${m}/valid.eer.best.pth"
+        mkdir -p "${m}/embed"
         ${python} -m espnet_plugin_intertopk.bin.spk_embed_extract \
             --spk_train_config "${m}/config.yaml" --spk_model_file "${m}/valid.eer.best.pth" \
             --output_dir "${m}/embed" --ngpu "${ngpu}" --num_eval "${extract_num_eval}" \

@@ -7,6 +7,7 @@ kernel computes the same loss and gradients with:
   hard negatives), everything else is the plain scaled cosine;
 * the weight normalisation folded into the matrix products (no normalised copy of the
   weight is ever materialised);
+* one product per sub-center, so that the maximum over sub-centers is element-wise;
 * a hand-written backward that needs only the sub-center cosine maximum, its arg-max
   (one byte per entry) and a few (batch x k) numbers.
 
@@ -86,18 +87,36 @@ def weight_norms(weight: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(weight, dim=1).clamp_min(NORM_EPS)
 
 
+def _subcenter_views(weight: torch.Tensor, norms: torch.Tensor, start: int, end: int, K: int):
+    """Sub-center k of classes [start, end): a (c, D) view of the class-major weight with
+    row stride K*D (BLAS takes it as is, no copy), and its (c,) norms."""
+    w3 = weight.view(weight.shape[0] // K, K, weight.shape[1])[start:end]
+    n2 = norms.view(-1, K)[start:end]
+    return [(w3[:, k], n2[:, k]) for k in range(K)]
+
+
 def subcenter_cosine(
     xn: torch.Tensor, weight: torch.Tensor, norms: torch.Tensor, start: int, end: int, K: int
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Cosine between normalised embeddings and classes [start, end), max over sub-centers.
 
-    Returns the (B, end - start) maximum and its sub-center arg-max. The normalisation
-    of the weight is applied to the product, so no normalised copy of the weight is made.
+    Returns the (B, end - start) maximum and its sub-center arg-max (uint8). One product
+    per sub-center gives contiguous (B, c) blocks, so the maximum over sub-centers is
+    an element-wise maximum rather than a strided reduction, and the normalisation of
+    the weight is applied to the products (no normalised copy of the weight).
     """
-    rows = slice(start * K, end * K)
-    cos_all = torch.matmul(xn, weight[rows].t())
-    cos_all.div_(norms[rows])
-    return cos_all.view(xn.shape[0], end - start, K).max(dim=2)
+    best = arg = None
+    for k, (w, n) in enumerate(_subcenter_views(weight, norms, start, end, K)):
+        cos = torch.matmul(xn, w.t()).div_(n)
+        if best is None:
+            best, arg = cos, torch.zeros(cos.shape, dtype=torch.uint8, device=cos.device)
+        else:
+            # arg += better * (k - arg), in uint8 arithmetic: masked_fill_ and where are
+            # several times slower than these on CPU.
+            better = (cos > best).view(torch.uint8)
+            arg.sub_(arg * better).add_(better * k)
+            torch.maximum(best, cos, out=best)
+    return best, arg
 
 
 def _chunks(nclasses: int, chunk_size: Optional[int]) -> List[Tuple[int, int]]:
@@ -162,8 +181,7 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
             ).sum(1)
             run_max = new_max
             if chunk_size is None:
-                # One byte per entry is enough for the sub-center index.
-                kept = (cos, arg.to(torch.uint8) if c.K <= 255 else arg)
+                kept = (cos, arg)
 
         # Put the target and the hard negatives back with their margins. A few numbers
         # per row: done in float64 so the removal of the plain hard-negative terms from
@@ -213,8 +231,6 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
                 cos, arg = ctx.kept
             else:
                 cos, arg, _, _ = _masked_chunk(xn, weight, norms, label, start, end, K)
-            rows = slice(start * K, end * K)
-            norm = norms[rows]
             # Plain softmax gradient (the target is -inf here, so it gets 0), computed in
             # place: the cosines are not needed afterwards ...
             gc = cos.mul_(s).sub_(lse.unsqueeze(1)).exp_().mul_(s / B)
@@ -227,18 +243,16 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
                 delta = torch.where(hit, g_h - gc.gather(1, loc), 0.0)
                 gc.scatter_add_(1, loc, delta)
             gc.mul_(gs)
-            # Route each class gradient to the sub-center that won the max, already
-            # divided by that row's norm (the normalisation folded into the products).
-            g_all = torch.zeros(B, end - start, K, device=xn.device)
-            g_all.scatter_(2, arg.long().unsqueeze(2), gc.unsqueeze(2))
-            g_all = g_all.view(B, (end - start) * K).div_(norm)
-            w = weight[rows]
-            grad_x.addmm_(g_all, w)
-            gw = grad_w[rows]
-            torch.matmul(g_all.t(), xn, out=gw)
-            # d normalize(w): remove the component along w.
-            dot = torch.bmm(gw.unsqueeze(1), w.unsqueeze(2)).view(-1)
-            gw.addcmul_(w, (dot / (norm * norm)).unsqueeze(1), value=-1.0)
+            # Route each class gradient to the sub-center that won the max, divided by
+            # that row's norm (the normalisation is folded into the products).
+            gw3 = grad_w.view(-1, K, grad_w.shape[1])[start:end]
+            for k, (w, n) in enumerate(_subcenter_views(weight, norms, start, end, K)):
+                g = (gc * (arg == k)).div_(n)
+                grad_x.addmm_(g, w)
+                gw = torch.matmul(g.t(), xn)
+                # d normalize(w) / d w removes the component along w.
+                dot = torch.bmm(gw.unsqueeze(1), w.unsqueeze(2)).view(-1)
+                torch.addcmul(gw, w, (dot / (n * n)).unsqueeze(1), value=-1.0, out=gw3[:, k])
         ctx.kept = None
         return grad_x, grad_w, None, None, None
 

@@ -86,6 +86,8 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
         for name, value in (("nout", nout), ("nclasses", nclasses), ("K", K)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if K > 256:
+            raise ValueError(f"K must be <= 256 (the sub-center index is one byte), got {K}")
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be finite and > 0, got {scale}")
         _check_margin("margin", margin)

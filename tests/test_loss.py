@@ -174,6 +174,7 @@ def test_half_precision_keeps_float32_angles(dtype):
     "kwargs, name",
     [
         (dict(nout=0), "nout"), (dict(nclasses=0), "nclasses"), (dict(K=0), "K"),
+        (dict(K=257), "K"),
         (dict(k_top=-1), "k_top"), (dict(k_top=10), "k_top"), (dict(scale=0.0), "scale"),
         (dict(scale=float("inf")), "scale"), (dict(margin=-0.1), "margin"),
         (dict(margin=math.pi / 2), "margin"), (dict(margin=float("nan")), "margin"),

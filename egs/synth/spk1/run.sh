@@ -22,6 +22,7 @@ lm_config=conf/train_lm.yaml
 lm_margin=0.5
 use_lm=true            # run stage 4 (and extract/score the LM model)
 expdir=exp
+tag=                   # experiment name (default: the loss name); the LM model is <tag>_lm
 train_args=            # extra arguments for spk_train in stage 3
 lm_args=               # extra arguments for spk_train in stage 4
 extract_num_eval=5     # crops per test utterance in stage 5
@@ -58,8 +59,8 @@ case "${loss}" in
         lm_loss_args=(--loss aamsoftmax --loss_conf "{margin: ${lm_margin}, scale: 32}" --margin_scheduler none) ;;
     *) echo "$0: --loss must be aamsoftmax_sc_topk, aamsoftmax_sc_topk_espnet or aamsoftmax" >&2; exit 1 ;;
 esac
-exp="${expdir}/${loss}"
-exp_lm="${expdir}/${loss}_lm"
+exp="${expdir}/${tag:-${loss}}"
+exp_lm="${exp}_lm"
 models=("${exp}")
 if [ "${use_lm}" = true ]; then models+=("${exp_lm}"); fi
 

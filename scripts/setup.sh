@@ -19,7 +19,9 @@ if [ ! -x .venv/bin/python ]; then
     "${python}" -m venv .venv
 fi
 echo "setup: installing the pinned environment (first time: a few minutes, ~5 GB)"
-.venv/bin/python -m pip install --quiet --upgrade "pip>=23" 2>&1 | grep -v "is ignored" || true
+# pip 23.2.1 (what Python 3.11.7 ships) is known to resolve espnet 202511; newer pips
+# refuse one of its optional dependencies (ci_sdr -> padertorch from a git URL).
+.venv/bin/python -m pip install --quiet "pip==23.2.1" 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -m pip install --quiet --progress-bar off -c constraints.txt -e '.[test]' 2>&1 \
     | grep -v "is ignored: it is neither a file nor a directory" || true
 .venv/bin/python -c "import espnet_plugin_intertopk" >/dev/null 2>&1 || {

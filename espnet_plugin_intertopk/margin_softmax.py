@@ -25,6 +25,9 @@ import torch
 
 # Rows of the weight with a norm below this are treated like F.normalize does.
 NORM_EPS = 1e-12
+# The dense path still walks the classes in blocks of this many (keeping every block's
+# cosines): the element-wise passes over a block then run on cache-resident data.
+DENSE_BLOCK = 4096
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def subcenter_cosine(
 
 
 def _chunks(nclasses: int, chunk_size: Optional[int]) -> List[Tuple[int, int]]:
-    step = nclasses if chunk_size is None else chunk_size
+    step = DENSE_BLOCK if chunk_size is None else chunk_size
     return [(s, min(s + step, nclasses)) for s in range(0, nclasses, step)]
 
 
@@ -160,7 +163,7 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         top_idx = torch.empty(B, 0, dtype=torch.long, device=dev)
         best_val = torch.full((B,), -math.inf, device=dev)
         best_idx = torch.zeros(B, dtype=torch.long, device=dev)
-        kept = None
+        kept = [] if chunk_size is None else None
         norms = weight_norms(weight)
         for start, end in _chunks(c.nclasses, chunk_size):
             cos, arg, own, in_chunk = _masked_chunk(xn, weight, norms, label, start, end, c.K)
@@ -180,8 +183,8 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
                 cos * s - new_max.unsqueeze(1)
             ).sum(1)
             run_max = new_max
-            if chunk_size is None:
-                kept = (cos, arg)
+            if kept is not None:
+                kept.append((cos, arg))
 
         # Put the target and the hard negatives back with their margins. A few numbers
         # per row: done in float64 so the removal of the plain hard-negative terms from
@@ -226,9 +229,9 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         grad_x = torch.zeros_like(xn)
         grad_w = torch.empty_like(weight)
         gs = grad_out.float()
-        for start, end in _chunks(c.nclasses, chunk_size):
+        for block, (start, end) in enumerate(_chunks(c.nclasses, chunk_size)):
             if ctx.kept is not None:
-                cos, arg = ctx.kept
+                cos, arg = ctx.kept[block]
             else:
                 cos, arg, _, _ = _masked_chunk(xn, weight, norms, label, start, end, K)
             # Plain softmax gradient (the target is -inf here, so it gets 0), computed in

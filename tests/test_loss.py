@@ -237,3 +237,13 @@ def test_return_conventions():
     assert returns_tuple_for("202509") and returns_tuple_for("202511")
     # The installed ESPnet is 202511: the default follows it.
     assert isinstance(PluginLoss(4, 10)(x, y), tuple)
+
+
+@pytest.mark.parametrize("cfg", list(random_configs(6, seed=2)), ids=lambda c: str(sorted(c.items())))
+def test_dense_path_in_several_blocks_matches_reference(cfg, monkeypatch):
+    from espnet_plugin_intertopk import margin_softmax
+
+    monkeypatch.setattr(margin_softmax, "DENSE_BLOCK", 4)
+    plugin, _, x, y = build(cfg)
+    for g, r in zip(loss_and_grads(plugin, x, y), reference_of(plugin, cfg, x, y)):
+        assert rel_err(g, r) < RTOL

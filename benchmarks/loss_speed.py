@@ -8,9 +8,9 @@ For every shape, one process times all implementations alternately (round-robin 
 repetitions, so a noisy machine slows them alike) next to the matrix-product floor: the
 three products any implementation needs (x W^T forward; g W and g^T x backward). Peak
 memory is measured in a separate process per (shape, implementation), so peaks do not
-mix: on CUDA with ``max_memory_allocated``, on CPU as the growth of the peak resident
-set during one step. "Extra" memory is what the step needs beyond the weight and its
-gradient. Where an implementation does not fit (ESPnet's copy at 1M classes) its
+mix: on CUDA with ``max_memory_allocated``, on CPU from the profiler's allocator events
+(peak bytes held during the step). "Extra" memory is what the step needs beyond the
+weight and its gradient. Where an implementation does not fit (ESPnet's copy at 1M classes) its
 memory is extrapolated linearly in batch x classes from the largest measured shape and
 marked as computed.
 """
@@ -18,10 +18,10 @@ marked as computed.
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Dict, List, Optional
@@ -126,13 +126,21 @@ def worker_timing(case: Case) -> Dict[str, float]:
     return {k: statistics.median(v) * 1000 for k, v in times.items()}
 
 
-def _rss_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _cpu_step_peak_mb(run) -> float:
+    """Peak of the bytes PyTorch's CPU allocator holds during ``run()``, counted from its
+    start, from the profiler's memory events (the resident set is not usable: glibc
+    reuses and returns freed memory at its own pace)."""
+    from torch.profiler import ProfilerActivity, profile
 
-
-def _rss_now_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    with tempfile.TemporaryDirectory() as d:
+        trace = os.path.join(d, "trace.json")
+        prof.export_chrome_trace(trace)
+        with open(trace) as f:
+            events = json.load(f)["traceEvents"]
+    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
+    return max(totals, default=0) / 2**20
 
 
 def worker_memory(case: Case, impl: str) -> float:
@@ -148,9 +156,9 @@ def worker_memory(case: Case, impl: str) -> float:
         step(loss, x, y, case)
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() / 2**20 - base - weight_mb
-    base = _rss_now_mb()
-    step(loss, x, y, case)
-    return _rss_peak_mb() - base - weight_mb
+    step(loss, x, y, case)  # warm-up: one-time allocations are not the step's
+    loss.weight.grad = None  # so that the step allocates the gradient, counted above
+    return _cpu_step_peak_mb(lambda: step(loss, x, y, case)) - weight_mb
 
 
 def run_worker(args: List[str]) -> dict:

@@ -21,7 +21,8 @@ from espnet_plugin_intertopk.registration import register_loss
 MP_REFERENCE_MARGIN = 0.2
 
 
-def _check_margin(name: str, value: float) -> None:
+def check_margin(name: str, value: float) -> None:
+    """ValueError naming ``name`` unless ``value`` is a finite angle in [0, pi/2)."""
     if not (math.isfinite(value) and 0.0 <= value < math.pi / 2):
         raise ValueError(f"{name} must be finite and in [0, pi/2), got {value}")
 
@@ -90,8 +91,8 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
             raise ValueError(f"K must be <= 256 (the sub-center index is one byte), got {K}")
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be finite and > 0, got {scale}")
-        _check_margin("margin", margin)
-        _check_margin("mp", mp)
+        check_margin("margin", margin)
+        check_margin("mp", mp)
         if do_lm:
             mp, k_top = 0.0, 0
         if not 0 <= k_top < nclasses:
@@ -119,7 +120,7 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
 
     def update(self, margin: float = 0.2) -> None:
         """Set the margin and every constant that depends on it (mp_eff included)."""
-        _check_margin("margin", float(margin))
+        check_margin("margin", float(margin))
         self.margin = self.m = float(margin)
         self.cos_m = math.cos(margin)
         self.sin_m = math.sin(margin)

@@ -6,19 +6,15 @@ Semantics follow WeSpeaker's margin scheduler, with epochs counted from 1: the m
 (epoch, iteration), a run resumed from a checkpoint continues the schedule exactly.
 """
 
-import math
 from abc import ABC, abstractmethod
 from typing import Optional
 
 from espnet2.train.class_choices import ClassChoices
 from typeguard import typechecked
 
+from espnet_plugin_intertopk.loss import check_margin
+
 UPDATE_PER = ("iteration", "epoch")
-
-
-def _check_margin(name: str, value: float) -> None:
-    if not (math.isfinite(value) and 0.0 <= value < math.pi / 2):
-        raise ValueError(f"margin_scheduler_conf: {name} must be in [0, pi/2), got {value}")
 
 
 class AbsMarginScheduler(ABC):
@@ -69,7 +65,7 @@ class ConstantMarginScheduler(AbsMarginScheduler):
     @typechecked
     def __init__(self, margin: float = 0.2, update_per: str = "epoch"):
         super().__init__(update_per)
-        _check_margin("margin", margin)
+        check_margin("margin_scheduler_conf: margin", margin)
         self.value = float(margin)
 
     def margin(self, epoch: int, iteration: int = 0, iters_per_epoch: Optional[int] = None) -> float:
@@ -98,8 +94,8 @@ class RampMarginScheduler(AbsMarginScheduler):
         update_per: str = "iteration",
     ):
         super().__init__(update_per)
-        _check_margin("initial_margin", initial_margin)
-        _check_margin("final_margin", final_margin)
+        check_margin("margin_scheduler_conf: initial_margin", initial_margin)
+        check_margin("margin_scheduler_conf: final_margin", final_margin)
         if increase_start_epoch < 1:
             raise ValueError(
                 f"margin_scheduler_conf: increase_start_epoch counts from 1, got "

@@ -122,6 +122,14 @@ def subcenter_cosine(
     return best, arg
 
 
+def _running_argmax(cos, start, best_val, best_idx):
+    """Fold the row maxima of a (B, c) chunk that starts at class ``start`` into the
+    running (value, class) maximum; returns the chunk's row maxima too."""
+    v, i = cos.max(dim=1)
+    better = v > best_val
+    return v, torch.where(better, v, best_val), torch.where(better, i + start, best_idx)
+
+
 def _chunks(nclasses: int, chunk_size: Optional[int]) -> List[Tuple[int, int]]:
     step = DENSE_BLOCK if chunk_size is None else chunk_size
     return [(s, min(s + step, nclasses)) for s in range(0, nclasses, step)]
@@ -174,10 +182,7 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
                     min(c.k_top, top_val.shape[1] + v.shape[1]), dim=1
                 )
                 top_idx = torch.cat([top_idx, i + start], 1).gather(1, j)
-            v, i = cos.max(dim=1)
-            better = v > best_val
-            best_val = torch.where(better, v, best_val)
-            best_idx = torch.where(better, i + start, best_idx)
+            v, best_val, best_idx = _running_argmax(cos, start, best_val, best_idx)
             new_max = torch.maximum(run_max, v * s)
             run_sum = run_sum * torch.exp(run_max - new_max) + torch.exp(
                 cos * s - new_max.unsqueeze(1)
@@ -280,8 +285,6 @@ def subcenter_argmax(
     with torch.no_grad():
         norms = weight_norms(weight)
         for start, end in _chunks(nclasses, chunk_size):
-            v, i = subcenter_cosine(xn, weight, norms, start, end, K)[0].max(dim=1)
-            better = v > best
-            best = torch.where(better, v, best)
-            pred = torch.where(better, i + start, pred)
+            cos = subcenter_cosine(xn, weight, norms, start, end, K)[0]
+            _, best, pred = _running_argmax(cos, start, best, pred)
     return pred

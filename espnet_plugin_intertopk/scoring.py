@@ -55,7 +55,7 @@ def results_table(rows: List[Tuple[str, Dict[str, float]]], n_trials: int) -> st
     ]
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return "\n".join(
-        [f"# RESULTS", "", f"- date: {stamp}", f"- machine: {platform.node()} ({platform.processor() or platform.machine()})",
+        ["# RESULTS", "", f"- date: {stamp}", f"- machine: {platform.node()} ({platform.processor() or platform.machine()})",
          f"- trials: {n_trials}, cosine scoring", "", head, sep, *body, ""]
     )
 

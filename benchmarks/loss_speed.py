@@ -28,7 +28,7 @@ from typing import Dict, List, Optional
 
 from tqdm import tqdm
 
-IMPLS = ("espnet", "plugin", "plugin_chunked")
+IMPLS = ("espnet", "plugin", "plugin_compiled", "plugin_chunked")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ def build(impl: str, case: Case):
         loss.update(0.2)
     else:
         chunk = case.chunk if impl == "plugin_chunked" else None
-        loss = PluginLoss(**kw, class_chunk_size=chunk, return_accuracy=True)
+        loss = PluginLoss(**kw, class_chunk_size=chunk, return_accuracy=True,
+                          compile_kernels=impl == "plugin_compiled")
     return loss.to(case.device)
 
 
@@ -172,9 +173,11 @@ def run_worker(args: List[str]) -> dict:
 
 def default_cases(a) -> List[Case]:
     base = Case(batch=a.batch, classes=a.classes, dtype="float32", device=a.device, reps=a.reps)
+    big_impls = ("espnet",) * a.big_espnet + ("plugin", "plugin_compiled", "plugin_chunked")
     big = Case(batch=a.big_batch, classes=a.big_classes, device=a.device, reps=3,
-               chunk=a.big_chunk, impls=("plugin", "plugin_chunked"))
-    cases = [base, replace(base, dtype="bfloat16", impls=("espnet", "plugin")), big]
+               chunk=a.big_chunk, impls=big_impls)
+    bf16 = replace(base, dtype="bfloat16", impls=("espnet", "plugin", "plugin_compiled"))
+    cases = [base, bf16, big]
     if a.quick:
         cases = [replace(c, batch=32, classes=2000, reps=3) for c in cases[:2]]
         cases.append(replace(big, batch=16, classes=50000, chunk=8192))
@@ -190,6 +193,8 @@ def main() -> None:
     parser.add_argument("--big_classes", type=int, default=1_000_000)
     parser.add_argument("--big_chunk", type=int, default=32768)
     parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--big_espnet", action="store_true",
+                        help="also run ESPnet's copy at the large class count (GPU memory)")
     parser.add_argument("--quick", action="store_true", help="small shapes (smoke test)")
     parser.add_argument("--worker", choices=("timing", "memory"), help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)

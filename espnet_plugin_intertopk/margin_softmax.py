@@ -9,7 +9,9 @@ kernel computes the same loss and gradients with:
   weight is ever materialised);
 * one product per sub-center, so that the maximum over sub-centers is element-wise;
 * a hand-written backward that needs only the sub-center cosine maximum, its arg-max
-  (one byte per entry) and a few (batch x k) numbers.
+  (one byte per entry) and a few (batch x k) numbers;
+* classes walked in blocks, whose element-wise work is done by :mod:`block_kernels`
+  (eager, or fused by ``torch.compile``) in scratch buffers reused from block to block.
 
 With ``chunk_size=None`` the (batch x classes) cosine is kept for the backward pass
 (fastest). With a chunk size, classes are processed in chunks with a streaming
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
+
+from espnet_plugin_intertopk.block_kernels import block_kernels
 
 # Rows of the weight with a norm below this are treated like F.normalize does.
 NORM_EPS = 1e-12
@@ -85,85 +89,77 @@ def hard_negative_logit(
     return psi, dpsi
 
 
-def weight_norms(weight: torch.Tensor) -> torch.Tensor:
-    """Row norms of the weight, floored like F.normalize does (K*C floats)."""
-    return torch.linalg.vector_norm(weight, dim=1).clamp_min(NORM_EPS)
-
-
-def _subcenter_views(weight: torch.Tensor, norms: torch.Tensor, start: int, end: int, K: int):
-    """Sub-center k of classes [start, end): a (c, D) view of the class-major weight with
-    row stride K*D (BLAS takes it as is, no copy), and its (c,) norms."""
-    w3 = weight.view(weight.shape[0] // K, K, weight.shape[1])[start:end]
-    n2 = norms.view(-1, K)[start:end]
-    return [(w3[:, k], n2[:, k]) for k in range(K)]
-
-
-def subcenter_cosine(
-    xn: torch.Tensor, weight: torch.Tensor, norms: torch.Tensor, start: int, end: int, K: int
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Cosine between normalised embeddings and classes [start, end), max over sub-centers.
-
-    Returns the (B, end - start) maximum and its sub-center arg-max (uint8). One product
-    per sub-center gives contiguous (B, c) blocks, so the maximum over sub-centers is
-    an element-wise maximum rather than a strided reduction, and the normalisation of
-    the weight is applied to the products (no normalised copy of the weight).
-    """
-    best = arg = None
-    for k, (w, n) in enumerate(_subcenter_views(weight, norms, start, end, K)):
-        cos = torch.matmul(xn, w.t()).div_(n)
-        if best is None:
-            best, arg = cos, torch.zeros(cos.shape, dtype=torch.uint8, device=cos.device)
-        else:
-            # arg += better * (k - arg), in uint8 arithmetic: masked_fill_ and where are
-            # several times slower than these on CPU.
-            better = (cos > best).view(torch.uint8)
-            arg.sub_(arg * better).add_(better * k)
-            torch.maximum(best, cos, out=best)
-    return best, arg
-
-
-def _running_argmax(cos, start, best_val, best_idx):
-    """Fold the row maxima of a (B, c) chunk that starts at class ``start`` into the
-    running (value, class) maximum; returns the chunk's row maxima too."""
-    v, i = cos.max(dim=1)
-    better = v > best_val
-    return v, torch.where(better, v, best_val), torch.where(better, i + start, best_idx)
-
-
 def _chunks(nclasses: int, chunk_size: Optional[int]) -> List[Tuple[int, int]]:
     step = DENSE_BLOCK if chunk_size is None else chunk_size
     return [(s, min(s + step, nclasses)) for s in range(0, nclasses, step)]
 
 
-def _local_target(label: torch.Tensor, start: int, end: int):
-    in_chunk = (label >= start) & (label < end)
-    local = (label - start).clamp(0, end - start - 1).unsqueeze(1)
-    return in_chunk, local
+def _scratch(numel: int, device: torch.device) -> torch.Tensor:
+    """A flat buffer that every block of a step reuses: one allocation per step instead
+    of one per block, so that large blocks are not faulted in afresh each time."""
+    return torch.empty(numel, device=device)
 
 
-def _masked_chunk(xn, weight, norms, label, start, end, K):
-    """Chunk cosines with the target column set to -inf (it is handled separately)."""
-    cos, arg = subcenter_cosine(xn, weight, norms, start, end, K)
-    in_chunk, local = _local_target(label, start, end)
-    own = cos.gather(1, local)
-    cos.scatter_(1, local, torch.where(in_chunk.unsqueeze(1), float("-inf"), own))
-    return cos, arg, own.squeeze(1), in_chunk
+def _shaped(buf: torch.Tensor, *shape: int) -> torch.Tensor:
+    return buf[: math.prod(shape)].view(shape)
+
+
+def _block_products(xn, weight, start, end, K, buf):
+    """(K, B, c) in ``buf``: embeddings times the raw weight rows of each sub-center of
+    classes [start, end). Sub-center k is a (c, D) view of the class-major weight with
+    row stride K*D, which BLAS takes as it is; each product lands contiguous, so the
+    maximum over sub-centers is element-wise."""
+    w3 = weight.view(-1, K, weight.shape[1])[start:end]
+    out = _shaped(buf, K, xn.shape[0], end - start)
+    for k in range(K):
+        torch.mm(xn, w3[:, k].t(), out=out[k])
+    return out
+
+
+def _local_target(label: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """Column of each row's target in classes [start, end), -1 where it is elsewhere."""
+    return torch.where((label >= start) & (label < end), label - start, -1)
+
+
+def _forward_block(kern, xn, weight, inv_norm, label, start, end, c, buf):
+    """The block kernel's outputs, plus each row's target cosine (max over its
+    sub-centers; rows whose target is in another block get a value to ignore)."""
+    cos = _block_products(xn, weight, start, end, c.K, buf)
+    inv = inv_norm[:, start:end]
+    local = _local_target(label, start, end)
+    col = local.clamp_min(0)
+    own = (cos[:, torch.arange(len(col), device=col.device), col] * inv[:, col]).amax(0)
+    # After ``own``: the eager kernel overwrites ``cos``.
+    return (*kern.forward(cos, inv, local, c.scale), own)
+
+
+def _fold_argmax(row_best, row_idx, start, best_val, best_idx):
+    """Fold a block's row maxima (value, column), the block starting at class ``start``,
+    into the running (value, class) maximum. Ties keep the lower class."""
+    better = row_best > best_val
+    return torch.where(better, row_best, best_val), torch.where(better, row_idx + start, best_idx)
+
+
+def inverse_norms(weight: torch.Tensor, K: int) -> torch.Tensor:
+    """(K, C) 1 / |w| per sub-center and class (norms floored like F.normalize)."""
+    norms = torch.linalg.vector_norm(weight, dim=1).clamp_min(NORM_EPS)
+    return norms.reciprocal().view(-1, K).t().contiguous()
 
 
 class MarginSoftmaxCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of the sub-center inter-top-k margin softmax.
 
     Inputs: ``xn`` (B, D) unit-norm float32 embeddings, ``weight`` (K*C, D) float32 raw
-    weight, ``label`` (B,) int64. Returns the scalar loss and the predicted classes
+    weight, ``label`` (B,) int64, the margin constants, the chunk size and the block
+    kernels (:mod:`block_kernels`). Returns the scalar loss and the predicted classes
     (arg-max of the plain sub-center cosine, no margins).
     """
 
     @staticmethod
-    def forward(ctx, xn, weight, label, c: MarginConstants, chunk_size: Optional[int]):
+    def forward(ctx, xn, weight, label, c: MarginConstants, chunk_size: Optional[int], kern):
         B = xn.shape[0]
         s = c.scale
         dev = xn.device
-        # A finite floor instead of -inf keeps the streaming rescale free of inf - inf.
         run_max = torch.full((B,), -1e30, device=dev)
         run_sum = torch.zeros(B, device=dev)
         cos_t = torch.zeros(B, device=dev)
@@ -172,24 +168,28 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         best_val = torch.full((B,), -math.inf, device=dev)
         best_idx = torch.zeros(B, dtype=torch.long, device=dev)
         kept = [] if chunk_size is None else None
-        norms = weight_norms(weight)
-        for start, end in _chunks(c.nclasses, chunk_size):
-            cos, arg, own, in_chunk = _masked_chunk(xn, weight, norms, label, start, end, c.K)
-            cos_t = torch.where(in_chunk, own, cos_t)
+        inv_norm = inverse_norms(weight, c.K)
+        chunks = _chunks(c.nclasses, chunk_size)
+        buf = _scratch(c.K * B * (chunks[0][1] - chunks[0][0]), dev)
+        for start, end in chunks:
+            best, arg, row_best, row_idx, row_max, row_sum, own = _forward_block(
+                kern, xn, weight, inv_norm, label, start, end, c, buf
+            )
+            cos_t = torch.where((label >= start) & (label < end), own, cos_t)
             if c.k_top > 0:
-                v, i = cos.topk(min(c.k_top, end - start), dim=1)
+                v, i = best.topk(min(c.k_top, end - start), dim=1)
                 top_val, j = torch.cat([top_val, v], 1).topk(
                     min(c.k_top, top_val.shape[1] + v.shape[1]), dim=1
                 )
                 top_idx = torch.cat([top_idx, i + start], 1).gather(1, j)
-            v, best_val, best_idx = _running_argmax(cos, start, best_val, best_idx)
-            new_max = torch.maximum(run_max, v * s)
-            run_sum = run_sum * torch.exp(run_max - new_max) + torch.exp(
-                cos * s - new_max.unsqueeze(1)
-            ).sum(1)
+            best_val, best_idx = _fold_argmax(row_best, row_idx, start, best_val, best_idx)
+            new_max = torch.maximum(run_max, row_max)
+            run_sum = run_sum * torch.exp(run_max - new_max) + row_sum * torch.exp(
+                row_max - new_max
+            )
             run_max = new_max
             if kept is not None:
-                kept.append((cos, arg))
+                kept.append((best, arg))
 
         # Put the target and the hard negatives back with their margins. A few numbers
         # per row: done in float64 so the removal of the plain hard-negative terms from
@@ -220,49 +220,55 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         target_wins = (cos_t > best_val) | ((cos_t == best_val) & (label < best_idx))
         pred = torch.where(target_wins, label, best_idx)
         ctx.mark_non_differentiable(pred)
-        ctx.c, ctx.chunk_size, ctx.kept = c, chunk_size, kept
+        ctx.c, ctx.chunk_size, ctx.kept, ctx.kern = c, chunk_size, kept, kern
         ctx.save_for_backward(
-            xn, weight, norms, label, lse.float(), g_t.float(), g_h.float(), top_idx
+            xn, weight, label, inv_norm, lse.float(),
+            torch.cat([g_t.unsqueeze(1), g_h], 1).float(), top_idx,
         )
         return loss.float(), pred
 
     @staticmethod
     def backward(ctx, grad_out, _grad_pred):
-        xn, weight, norms, label, lse, g_t, g_h, top_idx = ctx.saved_tensors
-        c, chunk_size = ctx.c, ctx.chunk_size
-        B, K, s = xn.shape[0], c.K, c.scale
+        xn, weight, label, inv_norm, lse, g_special, top_idx = ctx.saved_tensors
+        c, kern = ctx.c, ctx.kern
+        B, K, D = xn.shape[0], c.K, xn.shape[1]
+        gs = grad_out.float()
+        coef = gs * (c.scale / B)
         grad_x = torch.zeros_like(xn)
         grad_w = torch.empty_like(weight)
-        gs = grad_out.float()
-        for block, (start, end) in enumerate(_chunks(c.nclasses, chunk_size)):
+        grad_w3, w3 = grad_w.view(-1, K, D), weight.view(-1, K, D)
+        rows = torch.arange(B, device=xn.device).unsqueeze(1).expand(-1, g_special.shape[1])
+        special = torch.cat([label.unsqueeze(1), top_idx], 1)
+        chunks = _chunks(c.nclasses, ctx.chunk_size)
+        width = chunks[0][1] - chunks[0][0]
+        g_buf = _scratch(K * B * width, xn.device)
+        gw_buf = _scratch(K * width * D, xn.device)
+        cos_buf = _scratch(K * B * width, xn.device) if ctx.kept is None else None
+        for block, (start, end) in enumerate(chunks):
             if ctx.kept is not None:
-                cos, arg = ctx.kept[block]
+                best, arg = ctx.kept[block]
             else:
-                cos, arg, _, _ = _masked_chunk(xn, weight, norms, label, start, end, K)
-            # Plain softmax gradient (the target is -inf here, so it gets 0), computed in
-            # place: the cosines are not needed afterwards ...
-            gc = cos.mul_(s).sub_(lse.unsqueeze(1)).exp_().mul_(s / B)
-            # ... then the target and the hard negatives, through their margins.
-            in_chunk, local = _local_target(label, start, end)
-            gc.scatter_add_(1, local, torch.where(in_chunk, g_t, 0.0).unsqueeze(1))
-            if c.k_top > 0:
-                hit = (top_idx >= start) & (top_idx < end)
-                loc = (top_idx - start).clamp(0, end - start - 1)
-                delta = torch.where(hit, g_h - gc.gather(1, loc), 0.0)
-                gc.scatter_add_(1, loc, delta)
-            gc.mul_(gs)
-            # Route each class gradient to the sub-center that won the max, divided by
-            # that row's norm (the normalisation is folded into the products).
-            gw3 = grad_w.view(-1, K, grad_w.shape[1])[start:end]
-            for k, (w, n) in enumerate(_subcenter_views(weight, norms, start, end, K)):
-                g = (gc * (arg == k)).div_(n)
-                grad_x.addmm_(g, w)
-                gw = torch.matmul(g.t(), xn)
-                # d normalize(w) / d w removes the component along w.
-                dot = torch.bmm(gw.unsqueeze(1), w.unsqueeze(2)).view(-1)
-                torch.addcmul(gw, w, (dot / (n * n)).unsqueeze(1), value=-1.0, out=gw3[:, k])
+                best, arg = _forward_block(
+                    kern, xn, weight, inv_norm, label, start, end, c, cos_buf
+                )[:2]
+            inv = inv_norm[:, start:end]
+            g = _shaped(g_buf, K, B, end - start)
+            kern.backward(g, best, arg, lse, inv, coef, c.scale)
+            # The target and the hard negatives in this block: their gradient goes through
+            # their margins. Replace the plain value (zero for the target, whose cosine
+            # is -inf in ``best``) in the winning sub-center's plane.
+            hit = (special >= start) & (special < end)
+            col = (special - start).clamp(0, end - start - 1)
+            sub = arg[rows, col].long()
+            delta = g_special * gs * inv[sub, col] - g[sub, rows, col]
+            g.index_put_((sub, rows, col), torch.where(hit, delta, 0.0), accumulate=True)
+            gw = _shaped(gw_buf, K, end - start, D)
+            for k in range(K):
+                grad_x.addmm_(g[k], w3[start:end, k])
+                torch.mm(g[k].t(), xn, out=gw[k])
+            kern.project(grad_w3[start:end], gw, w3[start:end], inv)
         ctx.kept = None
-        return grad_x, grad_w, None, None, None
+        return grad_x, grad_w, None, None, None, None
 
 
 def margin_softmax_cross_entropy(
@@ -271,20 +277,32 @@ def margin_softmax_cross_entropy(
     label: torch.Tensor,
     constants: MarginConstants,
     chunk_size: Optional[int] = None,
+    compile_kernels: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Functional entry point of :class:`MarginSoftmaxCrossEntropy`: (loss, pred)."""
-    return MarginSoftmaxCrossEntropy.apply(xn, weight, label, constants, chunk_size)
+    kern = block_kernels(compile_kernels)
+    return MarginSoftmaxCrossEntropy.apply(xn, weight, label, constants, chunk_size, kern)
 
 
 def subcenter_argmax(
-    xn: torch.Tensor, weight: torch.Tensor, K: int, nclasses: int, chunk_size: Optional[int]
+    xn: torch.Tensor,
+    weight: torch.Tensor,
+    constants: MarginConstants,
+    chunk_size: Optional[int] = None,
+    compile_kernels: bool = False,
 ) -> torch.Tensor:
-    """Predicted class: arg-max of the plain sub-center cosine, chunk by chunk."""
+    """Predicted class: arg-max of the plain sub-center cosine, block by block."""
+    kern = block_kernels(compile_kernels)
     best = torch.full((xn.shape[0],), -math.inf, device=xn.device)
     pred = torch.zeros(xn.shape[0], dtype=torch.long, device=xn.device)
+    no_target = torch.full_like(pred, -1)
+    chunks = _chunks(constants.nclasses, chunk_size)
+    buf = _scratch(constants.K * xn.shape[0] * (chunks[0][1] - chunks[0][0]), xn.device)
     with torch.no_grad():
-        norms = weight_norms(weight)
-        for start, end in _chunks(nclasses, chunk_size):
-            cos = subcenter_cosine(xn, weight, norms, start, end, K)[0]
-            _, best, pred = _running_argmax(cos, start, best, pred)
+        inv_norm = inverse_norms(weight, constants.K)
+        for start, end in chunks:
+            out = _forward_block(
+                kern, xn, weight, inv_norm, no_target, start, end, constants, buf
+            )
+            best, pred = _fold_argmax(out[2], out[3], start, best, pred)
     return pred

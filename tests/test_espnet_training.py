@@ -74,6 +74,22 @@ def test_plugin_loss_trains_and_resumes(tiny_corpus, tmp_path):
     assert (exp / "3epoch.pth").exists()
 
 
+def test_compiled_kernels_train_like_eager(tiny_corpus, tmp_path):
+    """``loss_conf: compile_kernels: true`` through ESPnet's trainer: the same epoch as
+    the eager kernels, to float32 rounding."""
+    eager = epoch_results(train(tiny_corpus, tmp_path / "eager", "--max_epoch", "1"))[1]
+    log = train(tiny_corpus, tmp_path / "compiled", "--max_epoch", "1",
+                "--loss_conf", "compile_kernels=true")
+    compiled = epoch_results(log)[1]
+    config = (tmp_path / "compiled" / "config.yaml").read_text()
+    assert "compile_kernels: true" in config
+    for key in ("train/loss", "train/accuracy"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-3), key
+    a = loss_weight(tmp_path / "eager" / "1epoch.pth")
+    b = loss_weight(tmp_path / "compiled" / "1epoch.pth")
+    assert torch.allclose(a, b, atol=1e-4), float((a - b).abs().max())
+
+
 def test_model_rebuilt_from_files_uses_the_plugin_class(tiny_corpus, tmp_path):
     exp = tmp_path / "exp"
     train(tiny_corpus, exp, "--max_epoch", "1")

@@ -247,3 +247,39 @@ def test_dense_path_in_several_blocks_matches_reference(cfg, monkeypatch):
     plugin, _, x, y = build(cfg)
     for g, r in zip(loss_and_grads(plugin, x, y), reference_of(plugin, cfg, x, y)):
         assert rel_err(g, r) < RTOL
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """Each test compiles for its own shapes, clear of Dynamo's per-process recompile limit."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("cfg", list(random_configs(6, seed=3)), ids=lambda c: str(sorted(c.items())))
+def test_compiled_kernels_match_reference(cfg, fresh_dynamo, monkeypatch):
+    from espnet_plugin_intertopk import margin_softmax
+
+    monkeypatch.setattr(margin_softmax, "DENSE_BLOCK", 4)  # several blocks, a short last one
+    plugin, _, x, y = build(cfg, compile_kernels=True)
+    ref = reference_of(plugin, cfg, x, y)
+    for g, r in zip(loss_and_grads(plugin, x, y), ref):
+        assert rel_err(g, r) < RTOL
+    chunked = PluginLoss(**{k: v for k, v in cfg.items() if k != "B"}, class_chunk_size=3,
+                         compile_kernels=True, return_accuracy=True)
+    chunked.weight.data.copy_(plugin.weight.data)
+    for g, r in zip(loss_and_grads(chunked, x, y), ref):
+        assert rel_err(g, r) < RTOL
+    eager = PluginLoss(**{k: v for k, v in cfg.items() if k != "B"}, return_accuracy=True)
+    eager.weight.data.copy_(plugin.weight.data)
+    assert torch.equal(plugin(x, y)[2], eager(x, y)[2])
+    assert torch.equal(plugin(x)[2], eager(x)[2])
+
+
+def test_compile_kernels_needs_torch_compile(monkeypatch):
+    monkeypatch.delattr(torch, "compile")
+    monkeypatch.setattr("espnet_plugin_intertopk.block_kernels._compiled", None)
+    loss = PluginLoss(4, 10, compile_kernels=True)
+    with pytest.raises(RuntimeError, match="torch.compile"):
+        loss(torch.randn(2, 4), torch.tensor([1, 2]))

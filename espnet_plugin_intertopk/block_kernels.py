@@ -1,0 +1,171 @@
+"""Element-wise work on one block of classes: eager, or fused by ``torch.compile``.
+
+A training step of the loss is three matrix products plus element-wise work on
+(batch x classes) arrays: the maximum over sub-centers, the target mask, the running
+log-sum-exp, the softmax gradient and its routing back to the winning sub-center, and
+the normalisation backward of the weight. Each of the three steps below exists twice:
+
+* ``*_eager``: written for eager PyTorch, in place wherever possible (each out-of-place
+  op allocates and faults in a fresh (batch x block) array); the default.
+* the plain name: the same maths written for ``torch.compile`` (Inductor: C++/OpenMP on
+  CPU, Triton on CUDA), which fuses each function into one or two passes over memory.
+  Chosen with the loss's ``compile_kernels: true``; the first step of a process then
+  compiles for some seconds (a C++ compiler is needed on CPU, Triton on CUDA).
+
+Both give the same numbers to float32 rounding; the tests hold both to the float64
+reference.
+"""
+
+from typing import Callable, NamedTuple, Optional, Tuple
+
+import torch
+
+
+def forward_block(
+    cos: torch.Tensor, inv_norm: torch.Tensor, local_target: torch.Tensor, scale: float
+) -> Tuple[torch.Tensor, ...]:
+    """Sub-center maximum and log-sum-exp statistics of one block of classes.
+
+    Args:
+        cos: (K, B, c) products of the unit embeddings with the raw weight rows of
+            sub-center k of the block's c classes.
+        inv_norm: (K, c) inverse norms of those weight rows.
+        local_target: (B,) column of each row's target in the block, -1 if elsewhere.
+        scale: logit scale s.
+
+    Returns:
+        best: (B, c) cosine, maximum over sub-centers, -inf in the target column.
+        arg: (B, c) uint8 sub-center that won the maximum (first one on ties).
+        row_best: (B,) maximum of ``best`` over the block, row_idx: (B,) its column.
+        row_max: (B,) ``scale * row_best`` floored at -1e30 (never -inf).
+        row_sum: (B,) sum of exp(scale * best - row_max).
+    """
+    best = cos[0] * inv_norm[0]
+    # int32 while selecting: Inductor's CPU code for uint8 selects is ~8x slower.
+    arg = torch.zeros_like(best, dtype=torch.int32)
+    for k in range(1, cos.shape[0]):
+        cand = cos[k] * inv_norm[k]
+        better = cand > best
+        best = torch.where(better, cand, best)
+        arg = torch.where(better, k, arg)
+    column = torch.arange(best.shape[1], device=best.device)
+    best = torch.where(column.unsqueeze(0) == local_target.unsqueeze(1), float("-inf"), best)
+    row_best, row_idx = best.max(1)
+    # A finite floor instead of -inf keeps the streaming rescale free of inf - inf.
+    row_max = (row_best * scale).clamp_min(-1e30)
+    row_sum = torch.exp(best * scale - row_max.unsqueeze(1)).sum(1)
+    return best, arg.to(torch.uint8), row_best, row_idx, row_max, row_sum
+
+
+def backward_block(
+    out: torch.Tensor,
+    best: torch.Tensor,
+    arg: torch.Tensor,
+    lse: torch.Tensor,
+    inv_norm: torch.Tensor,
+    coef: torch.Tensor,
+    scale: float,
+) -> None:
+    """Plain softmax gradient of one block, routed to the winning sub-centers.
+
+    Writes (K, B, c) into ``out``: ``coef * softmax / norm`` in the plane of the
+    sub-center that won each entry's maximum, zero in the others. The target column
+    (``best`` = -inf) gets zero; the caller puts the margin terms in.
+    """
+    grad = torch.exp(best * scale - lse.unsqueeze(1)) * coef
+    arg = arg.to(torch.int32)
+    for k in range(inv_norm.shape[0]):
+        out[k].copy_(torch.where(arg == k, grad * inv_norm[k], 0.0))
+
+
+def project_block(
+    out: torch.Tensor, grad_w: torch.Tensor, weight: torch.Tensor, inv_norm: torch.Tensor
+) -> None:
+    """Normalisation backward of the weight rows, written into ``out``.
+
+    ``grad_w`` (K, c, D) is the gradient for w / |w| already divided by |w|; the
+    gradient for w removes its component along w: g - w (g . w) / |w|^2.
+    ``out`` and ``weight`` are (c, K, D) class-major slices of the weight's layout.
+    """
+    g = grad_w.transpose(0, 1)
+    dot = (g * weight).sum(2, keepdim=True)
+    out.copy_(g - weight * (dot * (inv_norm.t() ** 2).unsqueeze(2)))
+
+
+def forward_block_eager(
+    cos: torch.Tensor, inv_norm: torch.Tensor, local_target: torch.Tensor, scale: float
+) -> Tuple[torch.Tensor, ...]:
+    """:func:`forward_block` for eager PyTorch: in place where it can be, since each
+    out-of-place op allocates and faults in a fresh (B, c) array. Overwrites ``cos``
+    (a scratch buffer the caller reuses; ``best`` is new, since it may be kept)."""
+    best = torch.mul(cos[0], inv_norm[0])
+    arg = torch.zeros(best.shape, dtype=torch.uint8, device=best.device)
+    for k in range(1, cos.shape[0]):
+        cand = cos[k].mul_(inv_norm[k])
+        # arg += better * (k - arg) in uint8 arithmetic: masked_fill_ and where are
+        # several times slower than these on CPU.
+        better = (cand > best).view(torch.uint8)
+        arg.sub_(arg * better).add_(better * k)
+        torch.maximum(best, cand, out=best)
+    col = local_target.clamp_min(0).unsqueeze(1)
+    is_here = local_target.unsqueeze(1) >= 0
+    best.scatter_(1, col, torch.where(is_here, float("-inf"), best.gather(1, col)))
+    row_best, row_idx = best.max(1)
+    row_max = (row_best * scale).clamp_min(-1e30)
+    row_sum = (best * scale).sub_(row_max.unsqueeze(1)).exp_().sum(1)
+    return best, arg, row_best, row_idx, row_max, row_sum
+
+
+def backward_block_eager(
+    out: torch.Tensor,
+    best: torch.Tensor,
+    arg: torch.Tensor,
+    lse: torch.Tensor,
+    inv_norm: torch.Tensor,
+    coef: torch.Tensor,
+    scale: float,
+) -> None:
+    """:func:`backward_block` for eager PyTorch. Overwrites ``best``."""
+    grad = best.mul_(scale).sub_(lse.unsqueeze(1)).exp_().mul_(coef)
+    for k in range(inv_norm.shape[0]):
+        torch.mul(grad, arg == k, out=out[k]).mul_(inv_norm[k])
+
+
+def project_block_eager(
+    out: torch.Tensor, grad_w: torch.Tensor, weight: torch.Tensor, inv_norm: torch.Tensor
+) -> None:
+    """:func:`project_block` for eager PyTorch: a batched dot and one fused addcmul per
+    sub-center, no (c, K, D) temporaries."""
+    for k in range(grad_w.shape[0]):
+        g, w = grad_w[k], weight[:, k]
+        dot = torch.bmm(g.unsqueeze(1), w.unsqueeze(2)).view(-1)
+        torch.addcmul(g, w, (dot * inv_norm[k] ** 2).unsqueeze(1), value=-1.0, out=out[:, k])
+
+
+class BlockKernels(NamedTuple):
+    forward: Callable
+    backward: Callable
+    project: Callable
+
+
+EAGER = BlockKernels(forward_block_eager, backward_block_eager, project_block_eager)
+_compiled: Optional[BlockKernels] = None
+
+
+def block_kernels(compile_kernels: bool) -> BlockKernels:
+    """The eager block functions, or their ``torch.compile`` versions (built once per
+    process; each compiles at its first call)."""
+    global _compiled
+    if not compile_kernels:
+        return EAGER
+    if not hasattr(torch, "compile"):
+        raise RuntimeError(
+            f"compile_kernels: true needs torch.compile (PyTorch >= 2.0), found {torch.__version__}"
+        )
+    if _compiled is None:
+        # Not fullgraph: past Dynamo's recompile limit (many distinct shapes, e.g. many
+        # models in one process) a function then runs uncompiled instead of failing.
+        _compiled = BlockKernels(
+            *(torch.compile(f) for f in (forward_block, backward_block, project_block))
+        )
+    return _compiled

@@ -68,28 +68,25 @@ def backward_block(
 ) -> None:
     """Plain softmax gradient of one block, routed to the winning sub-centers.
 
-    Writes (K, B, c) into ``out``: ``coef * softmax / norm`` in the plane of the
-    sub-center that won each entry's maximum, zero in the others. The target column
-    (``best`` = -inf) gets zero; the caller puts the margin terms in.
+    Writes (B, c, K) into ``out``: ``coef * softmax / norm`` at the sub-center that
+    won each entry's maximum, zero at the others. The target column (``best`` = -inf)
+    gets zero; the caller puts the margin terms in.
     """
     grad = torch.exp(best * scale - lse.unsqueeze(1)) * coef
-    arg = arg.to(torch.int32)
-    for k in range(inv_norm.shape[0]):
-        out[k].copy_(torch.where(arg == k, grad * inv_norm[k], 0.0))
+    sub = torch.arange(inv_norm.shape[1], device=out.device, dtype=torch.int32)
+    won = arg.to(torch.int32).unsqueeze(2) == sub
+    out.copy_(torch.where(won, grad.unsqueeze(2) * inv_norm.unsqueeze(0), 0.0))
 
 
-def project_block(
-    out: torch.Tensor, grad_w: torch.Tensor, weight: torch.Tensor, inv_norm: torch.Tensor
-) -> None:
-    """Normalisation backward of the weight rows, written into ``out``.
+def project_block(grad_w: torch.Tensor, weight: torch.Tensor, inv_norm: torch.Tensor) -> None:
+    """Normalisation backward of the weight rows, in place.
 
-    ``grad_w`` (K, c, D) is the gradient for w / |w| already divided by |w|; the
-    gradient for w removes its component along w: g - w (g . w) / |w|^2.
-    ``out`` and ``weight`` are (c, K, D) class-major slices of the weight's layout.
+    ``grad_w`` (rows, D) holds the gradient for w / |w| already divided by |w|; the
+    gradient for w removes its component along w: g - w (g . w) / |w|^2. ``weight``
+    holds the same rows, ``inv_norm`` their 1 / |w|.
     """
-    g = grad_w.transpose(0, 1)
-    dot = (g * weight).sum(2, keepdim=True)
-    out.copy_(g - weight * (dot * (inv_norm.t() ** 2).unsqueeze(2)))
+    dot = (grad_w * weight).sum(1, keepdim=True)
+    grad_w.copy_(grad_w - weight * (dot * inv_norm.unsqueeze(1) ** 2))
 
 
 def forward_block_eager(
@@ -127,19 +124,16 @@ def backward_block_eager(
 ) -> None:
     """:func:`backward_block` for eager PyTorch. Overwrites ``best``."""
     grad = best.mul_(scale).sub_(lse.unsqueeze(1)).exp_().mul_(coef)
-    for k in range(inv_norm.shape[0]):
-        torch.mul(grad, arg == k, out=out[k]).mul_(inv_norm[k])
+    for k in range(inv_norm.shape[1]):
+        torch.mul(grad, arg == k, out=out[:, :, k]).mul_(inv_norm[:, k])
 
 
 def project_block_eager(
-    out: torch.Tensor, grad_w: torch.Tensor, weight: torch.Tensor, inv_norm: torch.Tensor
+    grad_w: torch.Tensor, weight: torch.Tensor, inv_norm: torch.Tensor
 ) -> None:
-    """:func:`project_block` for eager PyTorch: a batched dot and one fused addcmul per
-    sub-center, no (c, K, D) temporaries."""
-    for k in range(grad_w.shape[0]):
-        g, w = grad_w[k], weight[:, k]
-        dot = torch.bmm(g.unsqueeze(1), w.unsqueeze(2)).view(-1)
-        torch.addcmul(g, w, (dot * inv_norm[k] ** 2).unsqueeze(1), value=-1.0, out=out[:, k])
+    """:func:`project_block` for eager PyTorch: a batched dot and one in-place addcmul."""
+    dot = torch.bmm(grad_w.unsqueeze(1), weight.unsqueeze(2)).view(-1)
+    grad_w.addcmul_(weight, (dot * inv_norm**2).unsqueeze(1), value=-1.0)
 
 
 class BlockKernels(NamedTuple):

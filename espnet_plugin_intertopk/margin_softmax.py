@@ -7,7 +7,9 @@ kernel computes the same loss and gradients with:
   hard negatives), everything else is the plain scaled cosine;
 * the weight normalisation folded into the matrix products (no normalised copy of the
   weight is ever materialised);
-* one product per sub-center, so that the maximum over sub-centers is element-wise;
+* in the forward pass one product per sub-center, so that the maximum over
+  sub-centers is element-wise; in the backward pass one product each way per block on
+  the weight's own class-major rows, the weight gradient written straight into place;
 * a hand-written backward that needs only the sub-center cosine maximum, its arg-max
   (one byte per entry) and a few (batch x k) numbers;
 * classes walked in blocks, whose element-wise work is done by :mod:`block_kernels`
@@ -125,7 +127,7 @@ def _forward_block(kern, xn, weight, inv_norm, label, start, end, c, buf):
     """The block kernel's outputs, plus each row's target cosine (max over its
     sub-centers; rows whose target is in another block get a value to ignore)."""
     cos = _block_products(xn, weight, start, end, c.K, buf)
-    inv = inv_norm[:, start:end]
+    inv = inv_norm[start:end].t().contiguous()
     local = _local_target(label, start, end)
     col = local.clamp_min(0)
     own = (cos[:, torch.arange(len(col), device=col.device), col] * inv[:, col]).amax(0)
@@ -141,9 +143,9 @@ def _fold_argmax(row_best, row_idx, start, best_val, best_idx):
 
 
 def inverse_norms(weight: torch.Tensor, K: int) -> torch.Tensor:
-    """(K, C) 1 / |w| per sub-center and class (norms floored like F.normalize)."""
+    """(C, K) 1 / |w| per class and sub-center (norms floored like F.normalize)."""
     norms = torch.linalg.vector_norm(weight, dim=1).clamp_min(NORM_EPS)
-    return norms.reciprocal().view(-1, K).t().contiguous()
+    return norms.reciprocal().view(-1, K)
 
 
 class MarginSoftmaxCrossEntropy(torch.autograd.Function):
@@ -231,18 +233,16 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out, _grad_pred):
         xn, weight, label, inv_norm, lse, g_special, top_idx = ctx.saved_tensors
         c, kern = ctx.c, ctx.kern
-        B, K, D = xn.shape[0], c.K, xn.shape[1]
+        B, K = xn.shape[0], c.K
         gs = grad_out.float()
         coef = gs * (c.scale / B)
         grad_x = torch.zeros_like(xn)
         grad_w = torch.empty_like(weight)
-        grad_w3, w3 = grad_w.view(-1, K, D), weight.view(-1, K, D)
         rows = torch.arange(B, device=xn.device).unsqueeze(1).expand(-1, g_special.shape[1])
         special = torch.cat([label.unsqueeze(1), top_idx], 1)
         chunks = _chunks(c.nclasses, ctx.chunk_size)
         width = chunks[0][1] - chunks[0][0]
         g_buf = _scratch(K * B * width, xn.device)
-        gw_buf = _scratch(K * width * D, xn.device)
         cos_buf = _scratch(K * B * width, xn.device) if ctx.kept is None else None
         for block, (start, end) in enumerate(chunks):
             if ctx.kept is not None:
@@ -251,22 +251,24 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
                 best, arg = _forward_block(
                     kern, xn, weight, inv_norm, label, start, end, c, cos_buf
                 )[:2]
-            inv = inv_norm[:, start:end]
-            g = _shaped(g_buf, K, B, end - start)
+            inv = inv_norm[start:end]
+            g = _shaped(g_buf, B, end - start, K)
             kern.backward(g, best, arg, lse, inv, coef, c.scale)
             # The target and the hard negatives in this block: their gradient goes through
             # their margins. Replace the plain value (zero for the target, whose cosine
-            # is -inf in ``best``) in the winning sub-center's plane.
+            # is -inf in ``best``) at the winning sub-center.
             hit = (special >= start) & (special < end)
             col = (special - start).clamp(0, end - start - 1)
             sub = arg[rows, col].long()
-            delta = g_special * gs * inv[sub, col] - g[sub, rows, col]
-            g.index_put_((sub, rows, col), torch.where(hit, delta, 0.0), accumulate=True)
-            gw = _shaped(gw_buf, K, end - start, D)
-            for k in range(K):
-                grad_x.addmm_(g[k], w3[start:end, k])
-                torch.mm(g[k].t(), xn, out=gw[k])
-            kern.project(grad_w3[start:end], gw, w3[start:end], inv)
+            delta = g_special * gs * inv[col, sub] - g[rows, col, sub]
+            g.index_put_((rows, col, sub), torch.where(hit, delta, 0.0), accumulate=True)
+            # Class-major (B, c*K) against the weight's own rows: one product each way,
+            # the weight gradient written straight into its place.
+            rows_w = slice(start * K, end * K)
+            g2 = g.view(B, -1)
+            grad_x.addmm_(g2, weight[rows_w])
+            torch.mm(g2.t(), xn, out=grad_w[rows_w])
+            kern.project(grad_w[rows_w], weight[rows_w], inv.reshape(-1))
         ctx.kept = None
         return grad_x, grad_w, None, None, None, None
 

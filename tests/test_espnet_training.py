@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import epoch_results, run_python, train, train_command
+from conftest import epoch_results, needs_cpu_compiler, run_python, train, train_command
 from espnet_plugin_intertopk.margin_scheduler import ExpMarginScheduler
 
 SCHEDULE = [
@@ -74,6 +74,7 @@ def test_plugin_loss_trains_and_resumes(tiny_corpus, tmp_path):
     assert (exp / "3epoch.pth").exists()
 
 
+@needs_cpu_compiler
 def test_compiled_kernels_train_like_eager(tiny_corpus, tmp_path):
     """``loss_conf: compile_kernels: true`` through ESPnet's trainer: the same epoch as
     the eager kernels, to float32 rounding."""

@@ -11,6 +11,8 @@ from espnet2.spk.loss.aamsoftmax_subcenter_intertopk import (
 
 from espnet_plugin_intertopk import ArcMarginProduct_intertopk_subcenter as PluginLoss
 from espnet_plugin_intertopk.espnet_compat import returns_tuple_for
+
+from conftest import needs_cpu_compiler
 from reference import reference_loss
 
 RTOL = 1e-5
@@ -257,6 +259,7 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
+@needs_cpu_compiler
 @pytest.mark.parametrize("cfg", list(random_configs(6, seed=3)), ids=lambda c: str(sorted(c.items())))
 def test_compiled_kernels_match_reference(cfg, fresh_dynamo, monkeypatch):
     from espnet_plugin_intertopk import margin_softmax

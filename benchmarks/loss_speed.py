@@ -1,8 +1,13 @@
 """Speed and memory of one forward+backward step of the loss: ESPnet's copy vs the plugin.
 
     python benchmarks/loss_speed.py                 # the default table (CPU)
-    python benchmarks/loss_speed.py --device cuda --batch 512
+    python benchmarks/loss_speed.py --device cuda --batch 512 --big_batch 512 --big_espnet
     python benchmarks/loss_speed.py --quick         # small shapes, a smoke run
+
+Implementations: ``espnet`` (ESPnet's built-in copy after ``update(0.2)``), ``plugin``
+(default eager kernels), ``plugin_compiled`` (``compile_kernels=True``; its compile
+happens in the warm-up step, outside the timing), ``plugin_chunked``
+(``class_chunk_size``).
 
 For every shape, one process times all implementations alternately (round-robin over
 repetitions, so a noisy machine slows them alike) next to the matrix-product floor: the

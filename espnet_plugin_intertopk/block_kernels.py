@@ -68,9 +68,11 @@ def backward_block(
 ) -> None:
     """Plain softmax gradient of one block, routed to the winning sub-centers.
 
-    Writes (B, c, K) into ``out``: ``coef * softmax / norm`` at the sub-center that
-    won each entry's maximum, zero at the others. The target column (``best`` = -inf)
-    gets zero; the caller puts the margin terms in.
+    Writes (B, c, K) into ``out`` (the class-major layout of the weight rows):
+    ``coef * softmax / norm`` at the sub-center that won each entry's maximum, zero at
+    the others. ``best`` and ``arg`` come from :func:`forward_block`, ``lse`` is each
+    row's log-sum-exp with margins, ``inv_norm`` is (c, K). The target column (``best``
+    = -inf) gets zero; the caller puts the margin terms in.
     """
     grad = torch.exp(best * scale - lse.unsqueeze(1)) * coef
     sub = torch.arange(inv_norm.shape[1], device=out.device, dtype=torch.int32)

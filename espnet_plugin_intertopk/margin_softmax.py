@@ -32,8 +32,11 @@ from espnet_plugin_intertopk.block_kernels import block_kernels
 # Rows of the weight with a norm below this are treated like F.normalize does.
 NORM_EPS = 1e-12
 # The dense path still walks the classes in blocks of this many (keeping every block's
-# cosines): the element-wise passes over a block then run on cache-resident data.
+# cosines): on CPU the element-wise passes over a block then run on cache-resident data.
 DENSE_BLOCK = 4096
+# On accelerators there is no such cache to fit and every block costs some twenty small
+# kernel launches, so blocks are larger there (not measured yet: no GPU so far).
+DENSE_BLOCK_ACCELERATOR = 65536
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,11 @@ def hard_negative_logit(
     return psi, dpsi
 
 
-def _chunks(nclasses: int, chunk_size: Optional[int]) -> List[Tuple[int, int]]:
-    step = DENSE_BLOCK if chunk_size is None else chunk_size
+def _chunks(
+    nclasses: int, chunk_size: Optional[int], device: torch.device
+) -> List[Tuple[int, int]]:
+    dense = DENSE_BLOCK if device.type == "cpu" else DENSE_BLOCK_ACCELERATOR
+    step = dense if chunk_size is None else chunk_size
     return [(s, min(s + step, nclasses)) for s in range(0, nclasses, step)]
 
 
@@ -171,7 +177,7 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         best_idx = torch.zeros(B, dtype=torch.long, device=dev)
         kept = [] if chunk_size is None else None
         inv_norm = inverse_norms(weight, c.K)
-        chunks = _chunks(c.nclasses, chunk_size)
+        chunks = _chunks(c.nclasses, chunk_size, dev)
         buf = _scratch(c.K * B * (chunks[0][1] - chunks[0][0]), dev)
         for start, end in chunks:
             best, arg, row_best, row_idx, row_max, row_sum, own = _forward_block(
@@ -240,7 +246,7 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         grad_w = torch.empty_like(weight)
         rows = torch.arange(B, device=xn.device).unsqueeze(1).expand(-1, g_special.shape[1])
         special = torch.cat([label.unsqueeze(1), top_idx], 1)
-        chunks = _chunks(c.nclasses, ctx.chunk_size)
+        chunks = _chunks(c.nclasses, ctx.chunk_size, xn.device)
         width = chunks[0][1] - chunks[0][0]
         g_buf = _scratch(K * B * width, xn.device)
         cos_buf = _scratch(K * B * width, xn.device) if ctx.kept is None else None
@@ -298,7 +304,7 @@ def subcenter_argmax(
     best = torch.full((xn.shape[0],), -math.inf, device=xn.device)
     pred = torch.zeros(xn.shape[0], dtype=torch.long, device=xn.device)
     no_target = torch.full_like(pred, -1)
-    chunks = _chunks(constants.nclasses, chunk_size)
+    chunks = _chunks(constants.nclasses, chunk_size, xn.device)
     buf = _scratch(constants.K * xn.shape[0] * (chunks[0][1] - chunks[0][0]), xn.device)
     with torch.no_grad():
         inv_norm = inverse_norms(weight, constants.K)

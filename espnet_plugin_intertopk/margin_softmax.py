@@ -129,12 +129,12 @@ def _local_target(label: torch.Tensor, start: int, end: int) -> torch.Tensor:
     return torch.where((label >= start) & (label < end), label - start, -1)
 
 
-def _forward_block(kern, xn, weight, inv_norm, label, start, end, c, buf):
+def _forward_block(kern, xn, weight, inv_norm, local, start, end, c, buf):
     """The block kernel's outputs, plus each row's target cosine (max over its
-    sub-centers; rows whose target is in another block get a value to ignore)."""
+    sub-centers; rows whose target is in another block, ``local`` = -1, get a value to
+    ignore)."""
     cos = _block_products(xn, weight, start, end, c.K, buf)
     inv = inv_norm[start:end].t().contiguous()
-    local = _local_target(label, start, end)
     col = local.clamp_min(0)
     own = (cos[:, torch.arange(len(col), device=col.device), col] * inv[:, col]).amax(0)
     # After ``own``: the eager kernel overwrites ``cos``.
@@ -180,10 +180,11 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         chunks = _chunks(c.nclasses, chunk_size, dev)
         buf = _scratch(c.K * B * (chunks[0][1] - chunks[0][0]), dev)
         for start, end in chunks:
+            local = _local_target(label, start, end)
             best, arg, row_best, row_idx, row_max, row_sum, own = _forward_block(
-                kern, xn, weight, inv_norm, label, start, end, c, buf
+                kern, xn, weight, inv_norm, local, start, end, c, buf
             )
-            cos_t = torch.where((label >= start) & (label < end), own, cos_t)
+            cos_t = torch.where(local >= 0, own, cos_t)
             if c.k_top > 0:
                 v, i = best.topk(min(c.k_top, end - start), dim=1)
                 top_val, j = torch.cat([top_val, v], 1).topk(
@@ -254,8 +255,9 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
             if ctx.kept is not None:
                 best, arg = ctx.kept[block]
             else:
+                local = _local_target(label, start, end)
                 best, arg = _forward_block(
-                    kern, xn, weight, inv_norm, label, start, end, c, cos_buf
+                    kern, xn, weight, inv_norm, local, start, end, c, cos_buf
                 )[:2]
             inv = inv_norm[start:end]
             g = _shaped(g_buf, B, end - start, K)

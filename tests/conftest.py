@@ -25,8 +25,9 @@ def _cpu_compiler_problem() -> str:
 
 # The compile_kernels tests run wherever Inductor finds a C++ compiler (it does on this
 # project's machines) and are reported as skipped, with the reason, where it does not.
+_NO_CPU_COMPILER = _cpu_compiler_problem()
 needs_cpu_compiler = pytest.mark.skipif(
-    bool(_cpu_compiler_problem()), reason=_cpu_compiler_problem() or "compiler found"
+    bool(_NO_CPU_COMPILER), reason=_NO_CPU_COMPILER or "compiler found"
 )
 
 TESTS = Path(__file__).resolve().parent

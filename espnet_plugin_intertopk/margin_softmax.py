@@ -11,7 +11,10 @@ kernel computes the same loss and gradients with:
   sub-centers is element-wise; in the backward pass one product each way per block on
   the weight's own class-major rows, the weight gradient written straight into place;
 * a hand-written backward that needs only the sub-center cosine maximum, its arg-max
-  (one byte per entry) and a few (batch x k) numbers;
+  (one byte per entry) and a few (batch x k) numbers: the blocks get the plain softmax
+  gradient, and the margin terms of the target and the hard negatives are put in once
+  afterwards, as a correction on their (1 + k_top) weight rows per example (the target
+  cosine itself comes from the target's own weight rows, not from the blocks);
 * classes walked in blocks, whose element-wise work is done by :mod:`block_kernels`
   (eager, or fused by ``torch.compile``) in scratch buffers reused from block to block.
 
@@ -130,15 +133,19 @@ def _local_target(label: torch.Tensor, start: int, end: int) -> torch.Tensor:
 
 
 def _forward_block(kern, xn, weight, inv_norm, local, start, end, c, buf):
-    """The block kernel's outputs, plus each row's target cosine (max over its
-    sub-centers; rows whose target is in another block, ``local`` = -1, get a value to
-    ignore)."""
+    """The block kernel's outputs for classes [start, end) (``local``: each row's
+    target column in the block, -1 where it is elsewhere)."""
     cos = _block_products(xn, weight, start, end, c.K, buf)
     inv = inv_norm[start:end].t().contiguous()
-    col = local.clamp_min(0)
-    own = (cos[:, torch.arange(len(col), device=col.device), col] * inv[:, col]).amax(0)
-    # After ``own``: the eager kernel overwrites ``cos``.
-    return (*kern.forward(cos, inv, local, c.scale), own)
+    return kern.forward(cos, inv, local, c.scale)
+
+
+def _target_cosine(xn, weight, inv_norm, label, K):
+    """Each row's target cosine (maximum over the target's sub-centers) and the
+    sub-center that wins it (the first on ties), from the target rows alone."""
+    rows = weight.view(-1, K, weight.shape[1])[label]
+    cos = torch.bmm(rows, xn.unsqueeze(2)).squeeze(2) * inv_norm[label]
+    return cos.max(dim=1)
 
 
 def _fold_argmax(row_best, row_idx, start, best_val, best_idx):
@@ -170,27 +177,29 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         dev = xn.device
         run_max = torch.full((B,), -1e30, device=dev)
         run_sum = torch.zeros(B, device=dev)
-        cos_t = torch.zeros(B, device=dev)
         top_val = torch.empty(B, 0, device=dev)
         top_idx = torch.empty(B, 0, dtype=torch.long, device=dev)
+        top_sub = torch.empty(B, 0, dtype=torch.uint8, device=dev)
         best_val = torch.full((B,), -math.inf, device=dev)
         best_idx = torch.zeros(B, dtype=torch.long, device=dev)
         kept = [] if chunk_size is None else None
         inv_norm = inverse_norms(weight, c.K)
+        cos_t, t_sub = _target_cosine(xn, weight, inv_norm, label, c.K)
         chunks = _chunks(c.nclasses, chunk_size, dev)
         buf = _scratch(c.K * B * (chunks[0][1] - chunks[0][0]), dev)
         for start, end in chunks:
             local = _local_target(label, start, end)
-            best, arg, row_best, row_idx, row_max, row_sum, own = _forward_block(
+            best, arg, row_best, row_idx, row_max, row_sum = _forward_block(
                 kern, xn, weight, inv_norm, local, start, end, c, buf
             )
-            cos_t = torch.where(local >= 0, own, cos_t)
             if c.k_top > 0:
                 v, i = best.topk(min(c.k_top, end - start), dim=1)
                 top_val, j = torch.cat([top_val, v], 1).topk(
                     min(c.k_top, top_val.shape[1] + v.shape[1]), dim=1
                 )
                 top_idx = torch.cat([top_idx, i + start], 1).gather(1, j)
+                # The sub-center each hard negative's plain gradient goes to in backward.
+                top_sub = torch.cat([top_sub, arg.gather(1, i)], 1).gather(1, j)
             best_val, best_idx = _fold_argmax(row_best, row_idx, start, best_val, best_idx)
             new_max = torch.maximum(run_max, row_max)
             run_sum = run_sum * torch.exp(run_max - new_max) + row_sum * torch.exp(
@@ -230,23 +239,29 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         pred = torch.where(target_wins, label, best_idx)
         ctx.mark_non_differentiable(pred)
         ctx.c, ctx.chunk_size, ctx.kept, ctx.kern = c, chunk_size, kept, kern
+        # The weight rows (class * K + winning sub-center) of the target and the hard
+        # negatives, and their plain cosines, for the backward's sparse correction.
+        special_rows = torch.cat([label.unsqueeze(1), top_idx], 1) * c.K + torch.cat(
+            [t_sub.unsqueeze(1), top_sub.long()], 1
+        )
         ctx.save_for_backward(
-            xn, weight, label, inv_norm, lse.float(),
-            torch.cat([g_t.unsqueeze(1), g_h], 1).float(), top_idx,
+            xn, weight, inv_norm, lse.float(),
+            torch.cat([g_t.unsqueeze(1), g_h], 1).float(), special_rows,
+            torch.cat([cos_t.unsqueeze(1), top_val], 1), label,
         )
         return loss.float(), pred
 
     @staticmethod
     def backward(ctx, grad_out, _grad_pred):
-        xn, weight, label, inv_norm, lse, g_special, top_idx = ctx.saved_tensors
+        xn, weight, inv_norm, lse, g_special, special_rows, special_cos, label = (
+            ctx.saved_tensors
+        )
         c, kern = ctx.c, ctx.kern
         B, K = xn.shape[0], c.K
         gs = grad_out.float()
         coef = gs * (c.scale / B)
         grad_x = torch.zeros_like(xn)
         grad_w = torch.empty_like(weight)
-        rows = torch.arange(B, device=xn.device).unsqueeze(1).expand(-1, g_special.shape[1])
-        special = torch.cat([label.unsqueeze(1), top_idx], 1)
         chunks = _chunks(c.nclasses, ctx.chunk_size, xn.device)
         width = chunks[0][1] - chunks[0][0]
         g_buf = _scratch(K * B * width, xn.device)
@@ -259,26 +274,45 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
                 best, arg = _forward_block(
                     kern, xn, weight, inv_norm, local, start, end, c, cos_buf
                 )[:2]
-            inv = inv_norm[start:end]
             g = _shaped(g_buf, B, end - start, K)
-            kern.backward(g, best, arg, lse, inv, coef, c.scale)
-            # The target and the hard negatives in this block: their gradient goes through
-            # their margins. Replace the plain value (zero for the target, whose cosine
-            # is -inf in ``best``) at the winning sub-center.
-            hit = (special >= start) & (special < end)
-            col = (special - start).clamp(0, end - start - 1)
-            sub = arg[rows, col].long()
-            delta = g_special * gs * inv[col, sub] - g[rows, col, sub]
-            g.index_put_((rows, col, sub), torch.where(hit, delta, 0.0), accumulate=True)
+            kern.backward(g, best, arg, lse, inv_norm[start:end], coef, c.scale)
             # Class-major (B, c*K) against the weight's own rows: one product each way,
             # the weight gradient written straight into its place.
             rows_w = slice(start * K, end * K)
             g2 = g.view(B, -1)
             grad_x.addmm_(g2, weight[rows_w])
             torch.mm(g2.t(), xn, out=grad_w[rows_w])
-            kern.project(grad_w[rows_w], weight[rows_w], inv.reshape(-1))
+            kern.project(grad_w[rows_w], weight[rows_w], inv_norm[start:end].reshape(-1))
         ctx.kept = None
+        _correct_special(
+            grad_x, grad_w, xn, weight, inv_norm.view(-1), special_rows, special_cos,
+            g_special * gs - _plain_grad(special_cos, lse, coef, c.scale),
+        )
         return grad_x, grad_w, None, None, None, None
+
+
+def _plain_grad(cos, lse, coef, scale):
+    """(B, S) the plain softmax gradient that the block kernel gave these cosines, per
+    unit inverse norm (zero for the target, whose cosine the blocks hold at -inf)."""
+    plain = torch.exp(cos[:, 1:] * scale - lse.unsqueeze(1)) * coef
+    return torch.cat([plain.new_zeros(plain.shape[0], 1), plain], 1)
+
+
+def _correct_special(grad_x, grad_w, xn, weight, inv_norm, rows, cos, delta):
+    """Add, in place, the gradient of the target and hard-negative logits that the plain
+    blocks got wrong: ``delta`` (B, S) per unit inverse norm is added at weight rows
+    ``rows`` (B, S), whose cosines are ``cos``.
+
+    The weight part is already projected (normalisation backward, as in the blocks):
+    d/dw of the cosine x . w / |w| is (x - cos * w / |w|) / |w|.
+    """
+    delta = delta * inv_norm[rows]
+    w = weight[rows]
+    grad_x.add_(torch.bmm(delta.unsqueeze(1), w).squeeze(1))
+    # Unused hard-negative slots (fewer classes than k_top) hold -inf: their delta is 0.
+    unit = w * (inv_norm[rows] * cos.clamp(-1.0, 1.0)).unsqueeze(2)
+    upd = delta.unsqueeze(2) * (xn.unsqueeze(1) - unit)
+    grad_w.index_add_(0, rows.reshape(-1), upd.reshape(-1, upd.shape[2]))
 
 
 def margin_softmax_cross_entropy(

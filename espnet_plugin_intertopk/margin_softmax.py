@@ -239,6 +239,9 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         pred = torch.where(target_wins, label, best_idx)
         ctx.mark_non_differentiable(pred)
         ctx.c, ctx.chunk_size, ctx.kept, ctx.kern = c, chunk_size, kept, kern
+        # The backward reuses the scratch buffer: a fresh one of this size is
+        # page-faulted in anew (a few ms per step on CPU).
+        ctx.scratch = buf
         # The weight rows (class * K + winning sub-center) of the target and the hard
         # negatives, and their plain cosines, for the backward's sparse correction.
         special_rows = torch.cat([label.unsqueeze(1), top_idx], 1) * c.K + torch.cat(
@@ -263,9 +266,8 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         grad_x = torch.zeros_like(xn)
         grad_w = torch.empty_like(weight)
         chunks = _chunks(c.nclasses, ctx.chunk_size, xn.device)
-        width = chunks[0][1] - chunks[0][0]
-        g_buf = _scratch(K * B * width, xn.device)
-        cos_buf = _scratch(K * B * width, xn.device) if ctx.kept is None else None
+        g_buf = ctx.scratch
+        cos_buf = _scratch(g_buf.numel(), xn.device) if ctx.kept is None else None
         for block, (start, end) in enumerate(chunks):
             if ctx.kept is not None:
                 best, arg = ctx.kept[block]
@@ -309,8 +311,7 @@ def _correct_special(grad_x, grad_w, xn, weight, inv_norm, rows, cos, delta):
     delta = delta * inv_norm[rows]
     w = weight[rows]
     grad_x.add_(torch.bmm(delta.unsqueeze(1), w).squeeze(1))
-    # Unused hard-negative slots (fewer classes than k_top) hold -inf: their delta is 0.
-    unit = w * (inv_norm[rows] * cos.clamp(-1.0, 1.0)).unsqueeze(2)
+    unit = w * (inv_norm[rows] * cos).unsqueeze(2)
     upd = delta.unsqueeze(2) * (xn.unsqueeze(1) - unit)
     grad_w.index_add_(0, rows.reshape(-1), upd.reshape(-1, upd.shape[2]))
 

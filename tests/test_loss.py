@@ -251,6 +251,25 @@ def test_dense_path_in_several_blocks_matches_reference(cfg, monkeypatch):
         assert rel_err(g, r) < RTOL
 
 
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_second_backward_through_the_graph_gives_the_same_gradients(chunk, monkeypatch):
+    """The dense path drops what it kept after the first backward (and reuses its scratch
+    buffer): a second backward (retain_graph) must recompute, not read stale data."""
+    from espnet_plugin_intertopk import margin_softmax
+
+    monkeypatch.setattr(margin_softmax, "DENSE_BLOCK", 4)
+    cfg = next(random_configs(1, seed=4)) | dict(B=6, nclasses=11, K=3, k_top=3)
+    plugin, _, x, y = build(cfg, class_chunk_size=chunk)
+    xg = x.clone().requires_grad_(True)
+    loss = plugin(xg, y)[0]
+    first = torch.autograd.grad(loss, [xg, plugin.weight], retain_graph=True)
+    second = torch.autograd.grad(loss, [xg, plugin.weight])
+    ref = reference_of(plugin, cfg, x, y)[1:]
+    for a, b, r in zip(first, second, ref):
+        assert rel_err(a, r) < RTOL
+        assert rel_err(b, r) < RTOL
+
+
 @pytest.fixture
 def fresh_dynamo():
     """Each test compiles for its own shapes, clear of Dynamo's per-process recompile limit."""

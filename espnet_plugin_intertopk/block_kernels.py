@@ -51,7 +51,7 @@ def forward_block(
     column = torch.arange(best.shape[1], device=best.device)
     best = torch.where(column.unsqueeze(0) == local_target.unsqueeze(1), float("-inf"), best)
     row_best, row_idx = best.max(1)
-    # A finite floor instead of -inf keeps the streaming rescale free of inf - inf.
+    # A finite floor instead of -inf keeps the merge of the blocks' sums free of inf - inf.
     row_max = (row_best * scale).clamp_min(-1e30)
     row_sum = torch.exp(best * scale - row_max.unsqueeze(1)).sum(1)
     return best, arg.to(torch.uint8), row_best, row_idx, row_max, row_sum

@@ -19,9 +19,10 @@ kernel computes the same loss and gradients with:
   (eager, or fused by ``torch.compile``) in scratch buffers reused from block to block.
 
 With ``chunk_size=None`` the (batch x classes) cosine is kept for the backward pass
-(fastest). With a chunk size, classes are processed in chunks with a streaming
-log-sum-exp and a running top-k, and the backward recomputes each chunk, so the extra
-memory is proportional to batch x chunk instead of batch x K x classes.
+(fastest). With a chunk size, classes are processed in chunks, each leaving only its
+log-sum-exp statistics and top-k candidates per row (merged after the last chunk), and
+the backward recomputes each chunk, so the extra memory is proportional to
+batch x chunk instead of batch x K x classes.
 """
 
 import math
@@ -148,11 +149,11 @@ def _target_cosine(xn, weight, inv_norm, label, K):
     return cos.max(dim=1)
 
 
-def _fold_argmax(row_best, row_idx, start, best_val, best_idx):
-    """Fold a block's row maxima (value, column), the block starting at class ``start``,
-    into the running (value, class) maximum. Ties keep the lower class."""
-    better = row_best > best_val
-    return torch.where(better, row_best, best_val), torch.where(better, row_idx + start, best_idx)
+def _merge_argmax(row_best, row_idx):
+    """(value, class) of the maximum over blocks of the blocks' row maxima ``row_best``
+    (B, blocks) at classes ``row_idx``; ties keep the lower class (the earlier block)."""
+    best_val, block = row_best.max(1)
+    return best_val, row_idx.gather(1, block.unsqueeze(1)).squeeze(1)
 
 
 def inverse_norms(weight: torch.Tensor, K: int) -> torch.Tensor:
@@ -175,39 +176,38 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         B = xn.shape[0]
         s = c.scale
         dev = xn.device
-        run_max = torch.full((B,), -1e30, device=dev)
-        run_sum = torch.zeros(B, device=dev)
-        top_val = torch.empty(B, 0, device=dev)
-        top_idx = torch.empty(B, 0, dtype=torch.long, device=dev)
-        top_sub = torch.empty(B, 0, dtype=torch.uint8, device=dev)
-        best_val = torch.full((B,), -math.inf, device=dev)
-        best_idx = torch.zeros(B, dtype=torch.long, device=dev)
         kept = [] if chunk_size is None else None
         inv_norm = inverse_norms(weight, c.K)
         cos_t, t_sub = _target_cosine(xn, weight, inv_norm, label, c.K)
         chunks = _chunks(c.nclasses, chunk_size, dev)
         buf = _scratch(c.K * B * (chunks[0][1] - chunks[0][0]), dev)
+        # Per block: (B,) row statistics and (B, k_top) hard-negative candidates, merged
+        # once after the last block (a handful of numbers per block and row).
+        stats, cands = [], []
         for start, end in chunks:
             local = _local_target(label, start, end)
             best, arg, row_best, row_idx, row_max, row_sum = _forward_block(
                 kern, xn, weight, inv_norm, local, start, end, c, buf
             )
+            stats.append((row_best, row_idx + start, row_max, row_sum))
             if c.k_top > 0:
                 v, i = best.topk(min(c.k_top, end - start), dim=1)
-                top_val, j = torch.cat([top_val, v], 1).topk(
-                    min(c.k_top, top_val.shape[1] + v.shape[1]), dim=1
-                )
-                top_idx = torch.cat([top_idx, i + start], 1).gather(1, j)
-                # The sub-center each hard negative's plain gradient goes to in backward.
-                top_sub = torch.cat([top_sub, arg.gather(1, i)], 1).gather(1, j)
-            best_val, best_idx = _fold_argmax(row_best, row_idx, start, best_val, best_idx)
-            new_max = torch.maximum(run_max, row_max)
-            run_sum = run_sum * torch.exp(run_max - new_max) + row_sum * torch.exp(
-                row_max - new_max
-            )
-            run_max = new_max
+                # The sub-center each candidate's plain gradient goes to in backward.
+                cands.append((v, i + start, arg.gather(1, i)))
             if kept is not None:
                 kept.append((best, arg))
+        row_best, row_idx, row_max, row_sum = (torch.stack(t, 1) for t in zip(*stats))
+        best_val, best_idx = _merge_argmax(row_best, row_idx)
+        run_max = row_max.amax(1)
+        run_sum = (row_sum * torch.exp(row_max - run_max.unsqueeze(1))).sum(1)
+        if c.k_top > 0:
+            cand_val, cand_idx, cand_sub = (torch.cat(t, 1) for t in zip(*cands))
+            top_val, j = cand_val.topk(c.k_top, dim=1)
+            top_idx, top_sub = cand_idx.gather(1, j), cand_sub.gather(1, j)
+        else:
+            top_val = torch.empty(B, 0, device=dev)
+            top_idx = torch.empty(B, 0, dtype=torch.long, device=dev)
+            top_sub = torch.empty(B, 0, dtype=torch.uint8, device=dev)
 
         # Put the target and the hard negatives back with their margins. A few numbers
         # per row: done in float64 so the removal of the plain hard-negative terms from
@@ -338,16 +338,16 @@ def subcenter_argmax(
 ) -> torch.Tensor:
     """Predicted class: arg-max of the plain sub-center cosine, block by block."""
     kern = block_kernels(compile_kernels)
-    best = torch.full((xn.shape[0],), -math.inf, device=xn.device)
-    pred = torch.zeros(xn.shape[0], dtype=torch.long, device=xn.device)
-    no_target = torch.full_like(pred, -1)
+    no_target = torch.full((xn.shape[0],), -1, dtype=torch.long, device=xn.device)
     chunks = _chunks(constants.nclasses, chunk_size, xn.device)
     buf = _scratch(constants.K * xn.shape[0] * (chunks[0][1] - chunks[0][0]), xn.device)
+    row_best, row_idx = [], []
     with torch.no_grad():
         inv_norm = inverse_norms(weight, constants.K)
         for start, end in chunks:
             out = _forward_block(
                 kern, xn, weight, inv_norm, no_target, start, end, constants, buf
             )
-            best, pred = _fold_argmax(out[2], out[3], start, best, pred)
-    return pred
+            row_best.append(out[2])
+            row_idx.append(out[3] + start)
+    return _merge_argmax(torch.stack(row_best, 1), torch.stack(row_idx, 1))[1]

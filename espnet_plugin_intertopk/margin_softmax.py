@@ -211,7 +211,7 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
 
         # Put the target and the hard negatives back with their margins. A few numbers
         # per row: done in float64 so the removal of the plain hard-negative terms from
-        # the running sum cannot lose what is left of it.
+        # the blocks' sum cannot lose what is left of it.
         d = torch.float64
         phi, dphi = target_logit(cos_t.to(d), c)
         psi, dpsi = hard_negative_logit(top_val.to(d), c)
@@ -308,10 +308,11 @@ def _correct_special(grad_x, grad_w, xn, weight, inv_norm, rows, cos, delta):
     The weight part is already projected (normalisation backward, as in the blocks):
     d/dw of the cosine x . w / |w| is (x - cos * w / |w|) / |w|.
     """
-    delta = delta * inv_norm[rows]
+    inv = inv_norm[rows]
+    delta = delta * inv
     w = weight[rows]
     grad_x.add_(torch.bmm(delta.unsqueeze(1), w).squeeze(1))
-    unit = w * (inv_norm[rows] * cos).unsqueeze(2)
+    unit = w * (inv * cos).unsqueeze(2)
     upd = delta.unsqueeze(2) * (xn.unsqueeze(1) - unit)
     grad_w.index_add_(0, rows.reshape(-1), upd.reshape(-1, upd.shape[2]))
 

@@ -1,9 +1,9 @@
 """Element-wise work on one block of classes: eager, or fused by ``torch.compile``.
 
 A training step of the loss is three matrix products plus element-wise work on
-(batch x classes) arrays: the maximum over sub-centers, the target mask, the running
-log-sum-exp, the softmax gradient and its routing back to the winning sub-center, and
-the normalisation backward of the weight. Each of the three steps below exists twice:
+(batch x classes) arrays: the maximum over sub-centers, the target mask, the per-block
+log-sum-exp statistics, the softmax gradient and its routing back to the winning
+sub-center, and the normalisation backward of the weight. Each of the three steps below exists twice:
 
 * ``*_eager``: written for eager PyTorch, in place wherever possible (each out-of-place
   op allocates and faults in a fresh (batch x block) array); the default.

@@ -12,6 +12,7 @@ import pytest
 from espnet_plugin_intertopk import synthetic_corpus
 from espnet_plugin_intertopk.kaldi_data import check_data_dir, write_shape_file
 
+
 def _cpu_compiler_problem() -> str:
     """Why torch.compile cannot build CPU kernels on this machine ('' if it can)."""
     try:

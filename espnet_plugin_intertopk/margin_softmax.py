@@ -16,7 +16,9 @@ kernel computes the same loss and gradients with:
   afterwards, as a correction on their (1 + k_top) weight rows per example (the target
   cosine itself comes from the target's own weight rows, not from the blocks);
 * classes walked in blocks, whose element-wise work is done by :mod:`block_kernels`
-  (eager, or fused by ``torch.compile``) in scratch buffers reused from block to block.
+  (eager, or fused by ``torch.compile``) in scratch buffers reused from block to block;
+  on CPU with ``compile_kernels`` the dense path runs in the fused C++ kernels of
+  :mod:`fused_cpu` instead (the same maths, tile by tile in cache).
 
 With ``chunk_size=None`` the (batch x classes) cosine is kept for the backward pass
 (fastest). With a chunk size, classes are processed in chunks, each leaving only its
@@ -31,6 +33,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from espnet_plugin_intertopk import fused_cpu
 from espnet_plugin_intertopk.block_kernels import block_kernels
 
 # Rows of the weight with a norm below this are treated like F.normalize does.
@@ -162,52 +165,101 @@ def inverse_norms(weight: torch.Tensor, K: int) -> torch.Tensor:
     return norms.reciprocal().view(-1, K)
 
 
+def _forward_blocks(kern, xn, weight, inv_norm, label, c, chunks, buf, kept):
+    """Forward of the block kernels over ``chunks``, appending each block's (best, arg)
+    to ``kept`` unless it is None.
+
+    Returns (B, blocks) row statistics (row_best, row_idx, row_max, row_sum) and the
+    blocks' hard-negative candidates (cand_val, cand_idx, cand_sub), merged by the
+    caller (a handful of numbers per block and row).
+    """
+    B = xn.shape[0]
+    stats, cands = [], []
+    for start, end in chunks:
+        local = _local_target(label, start, end)
+        best, arg, row_best, row_idx, row_max, row_sum = _forward_block(
+            kern, xn, weight, inv_norm, local, start, end, c, buf
+        )
+        stats.append((row_best, row_idx + start, row_max, row_sum))
+        if c.k_top > 0:
+            v, i = best.topk(min(c.k_top, end - start), dim=1)
+            # The sub-center each candidate's plain gradient goes to in backward.
+            cands.append((v, i + start, arg.gather(1, i)))
+        if kept is not None:
+            kept.append((best, arg))
+    if not cands:
+        cands = [(xn.new_empty(B, 0), label.new_empty(B, 0),
+                  label.new_empty(B, 0, dtype=torch.uint8))]
+    return (*(torch.stack(t, 1) for t in zip(*stats)), *(torch.cat(t, 1) for t in zip(*cands)))
+
+
+def _backward_blocks(ctx, xn, weight, inv_norm, lse, coef, label):
+    """(grad_x, grad_w) of the plain softmax through the block kernels: from the kept
+    blocks of the dense path, or recomputing each block (chunked path, and a second
+    backward of the dense path, whose kept blocks the eager kernel overwrote)."""
+    c, kern = ctx.c, ctx.kern
+    B, K = xn.shape[0], c.K
+    grad_x = torch.zeros_like(xn)
+    grad_w = torch.empty_like(weight)
+    chunks = _chunks(c.nclasses, ctx.chunk_size, xn.device)
+    g_buf = ctx.scratch
+    cos_buf = _scratch(g_buf.numel(), xn.device) if ctx.kept is None else None
+    for block, (start, end) in enumerate(chunks):
+        if ctx.kept is not None:
+            best, arg = ctx.kept[block]
+        else:
+            local = _local_target(label, start, end)
+            best, arg = _forward_block(
+                kern, xn, weight, inv_norm, local, start, end, c, cos_buf
+            )[:2]
+        g = _shaped(g_buf, B, end - start, K)
+        kern.backward(g, best, arg, lse, inv_norm[start:end], coef, c.scale)
+        # Class-major (B, c*K) against the weight's own rows: one product each way,
+        # the weight gradient written straight into its place.
+        rows_w = slice(start * K, end * K)
+        g2 = g.view(B, -1)
+        grad_x.addmm_(g2, weight[rows_w])
+        torch.mm(g2.t(), xn, out=grad_w[rows_w])
+        kern.project(grad_w[rows_w], weight[rows_w], inv_norm[start:end].reshape(-1))
+    ctx.kept = None
+    return grad_x, grad_w
+
+
 class MarginSoftmaxCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of the sub-center inter-top-k margin softmax.
 
     Inputs: ``xn`` (B, D) unit-norm float32 embeddings, ``weight`` (K*C, D) float32 raw
-    weight, ``label`` (B,) int64, the margin constants, the chunk size and the block
-    kernels (:mod:`block_kernels`). Returns the scalar loss and the predicted classes
+    weight, ``label`` (B,) int64, the margin constants, the chunk size, the block
+    kernels (:mod:`block_kernels`) and the fused CPU kernels (:mod:`fused_cpu`, or None:
+    then the block kernels run the dense path too). Returns the scalar loss and the predicted classes
     (arg-max of the plain sub-center cosine, no margins).
     """
 
     @staticmethod
-    def forward(ctx, xn, weight, label, c: MarginConstants, chunk_size: Optional[int], kern):
+    def forward(
+        ctx, xn, weight, label, c: MarginConstants, chunk_size: Optional[int], kern, fused
+    ):
         B = xn.shape[0]
         s = c.scale
         dev = xn.device
-        kept = [] if chunk_size is None else None
-        inv_norm = inverse_norms(weight, c.K)
-        cos_t, t_sub = _target_cosine(xn, weight, inv_norm, label, c.K)
-        chunks = _chunks(c.nclasses, chunk_size, dev)
-        buf = _scratch(c.K * B * (chunks[0][1] - chunks[0][0]), dev)
-        # Per block: (B,) row statistics and (B, k_top) hard-negative candidates, merged
-        # once after the last block (a handful of numbers per block and row).
-        stats, cands = [], []
-        for start, end in chunks:
-            local = _local_target(label, start, end)
-            best, arg, row_best, row_idx, row_max, row_sum = _forward_block(
-                kern, xn, weight, inv_norm, local, start, end, c, buf
+        if fused is not None:
+            best, arg, inv_norm, *stats = fused.forward_tiles(
+                xn, weight, label, c.K, s, c.k_top, fused_cpu.TILE
             )
-            stats.append((row_best, row_idx + start, row_max, row_sum))
-            if c.k_top > 0:
-                v, i = best.topk(min(c.k_top, end - start), dim=1)
-                # The sub-center each candidate's plain gradient goes to in backward.
-                cands.append((v, i + start, arg.gather(1, i)))
-            if kept is not None:
-                kept.append((best, arg))
-        row_best, row_idx, row_max, row_sum = (torch.stack(t, 1) for t in zip(*stats))
+            kept, buf = (best, arg), None
+        else:
+            inv_norm = inverse_norms(weight, c.K)
+            chunks = _chunks(c.nclasses, chunk_size, dev)
+            buf = _scratch(c.K * B * (chunks[0][1] - chunks[0][0]), dev)
+            kept = [] if chunk_size is None else None
+            stats = _forward_blocks(kern, xn, weight, inv_norm, label, c, chunks, buf, kept)
+        row_best, row_idx, row_max, row_sum, cand_val, cand_idx, cand_sub = stats
+        cos_t, t_sub = _target_cosine(xn, weight, inv_norm, label, c.K)
         best_val, best_idx = _merge_argmax(row_best, row_idx)
         run_max = row_max.amax(1)
         run_sum = (row_sum * torch.exp(row_max - run_max.unsqueeze(1))).sum(1)
-        if c.k_top > 0:
-            cand_val, cand_idx, cand_sub = (torch.cat(t, 1) for t in zip(*cands))
-            top_val, j = cand_val.topk(c.k_top, dim=1)
-            top_idx, top_sub = cand_idx.gather(1, j), cand_sub.gather(1, j)
-        else:
-            top_val = torch.empty(B, 0, device=dev)
-            top_idx = torch.empty(B, 0, dtype=torch.long, device=dev)
-            top_sub = torch.empty(B, 0, dtype=torch.uint8, device=dev)
+        top_val, j = cand_val.topk(c.k_top, dim=1)
+        top_idx, top_sub = cand_idx.gather(1, j), cand_sub.gather(1, j)
 
         # Put the target and the hard negatives back with their margins. A few numbers
         # per row: done in float64 so the removal of the plain hard-negative terms from
@@ -238,7 +290,7 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         target_wins = (cos_t > best_val) | ((cos_t == best_val) & (label < best_idx))
         pred = torch.where(target_wins, label, best_idx)
         ctx.mark_non_differentiable(pred)
-        ctx.c, ctx.chunk_size, ctx.kept, ctx.kern = c, chunk_size, kept, kern
+        ctx.c, ctx.chunk_size, ctx.kept, ctx.kern, ctx.fused = c, chunk_size, kept, kern, fused
         # The backward reuses the scratch buffer: a fresh one of this size is
         # page-faulted in anew (a few ms per step on CPU).
         ctx.scratch = buf
@@ -259,38 +311,22 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         xn, weight, inv_norm, lse, g_special, special_rows, special_cos, label = (
             ctx.saved_tensors
         )
-        c, kern = ctx.c, ctx.kern
-        B, K = xn.shape[0], c.K
+        c = ctx.c
         gs = grad_out.float()
-        coef = gs * (c.scale / B)
-        grad_x = torch.zeros_like(xn)
-        grad_w = torch.empty_like(weight)
-        chunks = _chunks(c.nclasses, ctx.chunk_size, xn.device)
-        g_buf = ctx.scratch
-        cos_buf = _scratch(g_buf.numel(), xn.device) if ctx.kept is None else None
-        for block, (start, end) in enumerate(chunks):
-            if ctx.kept is not None:
-                best, arg = ctx.kept[block]
-            else:
-                local = _local_target(label, start, end)
-                best, arg = _forward_block(
-                    kern, xn, weight, inv_norm, local, start, end, c, cos_buf
-                )[:2]
-            g = _shaped(g_buf, B, end - start, K)
-            kern.backward(g, best, arg, lse, inv_norm[start:end], coef, c.scale)
-            # Class-major (B, c*K) against the weight's own rows: one product each way,
-            # the weight gradient written straight into its place.
-            rows_w = slice(start * K, end * K)
-            g2 = g.view(B, -1)
-            grad_x.addmm_(g2, weight[rows_w])
-            torch.mm(g2.t(), xn, out=grad_w[rows_w])
-            kern.project(grad_w[rows_w], weight[rows_w], inv_norm[start:end].reshape(-1))
-        ctx.kept = None
+        coef = gs * (c.scale / xn.shape[0])
+        if ctx.fused is not None:
+            # The fused kernels leave best and arg intact: kept for a second backward.
+            best, arg = ctx.kept
+            grad_x, grad_w = ctx.fused.backward_tiles(
+                xn, weight, best, arg, inv_norm, lse, coef.item(), c.scale, fused_cpu.TILE
+            )
+        else:
+            grad_x, grad_w = _backward_blocks(ctx, xn, weight, inv_norm, lse, coef, label)
         _correct_special(
             grad_x, grad_w, xn, weight, inv_norm.view(-1), special_rows, special_cos,
             g_special * gs - _plain_grad(special_cos, lse, coef, c.scale),
         )
-        return grad_x, grad_w, None, None, None, None
+        return grad_x, grad_w, None, None, None, None, None
 
 
 def _plain_grad(cos, lse, coef, scale):
@@ -327,7 +363,14 @@ def margin_softmax_cross_entropy(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Functional entry point of :class:`MarginSoftmaxCrossEntropy`: (loss, pred)."""
     kern = block_kernels(compile_kernels)
-    return MarginSoftmaxCrossEntropy.apply(xn, weight, label, constants, chunk_size, kern)
+    fused = (
+        fused_cpu.load()
+        if compile_kernels and chunk_size is None and xn.device.type == "cpu"
+        else None
+    )
+    return MarginSoftmaxCrossEntropy.apply(
+        xn, weight, label, constants, chunk_size, kern, fused
+    )
 
 
 def subcenter_argmax(

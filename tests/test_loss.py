@@ -281,9 +281,12 @@ def fresh_dynamo():
 @needs_cpu_compiler
 @pytest.mark.parametrize("cfg", list(random_configs(6, seed=3)), ids=lambda c: str(sorted(c.items())))
 def test_compiled_kernels_match_reference(cfg, fresh_dynamo, monkeypatch):
-    from espnet_plugin_intertopk import margin_softmax
+    from espnet_plugin_intertopk import fused_cpu, margin_softmax
 
-    monkeypatch.setattr(margin_softmax, "DENSE_BLOCK", 4)  # several blocks, a short last one
+    # Several blocks (chunked path: torch.compile kernels) or tiles (dense path: fused
+    # C++ kernels), a short last one.
+    monkeypatch.setattr(margin_softmax, "DENSE_BLOCK", 4)
+    monkeypatch.setattr(fused_cpu, "TILE", 4)
     plugin, _, x, y = build(cfg, compile_kernels=True)
     ref = reference_of(plugin, cfg, x, y)
     for g, r in zip(loss_and_grads(plugin, x, y), ref):

@@ -139,20 +139,28 @@ def worker_timing(case: Case) -> Dict[str, float]:
     return {k: statistics.median(v) * 1000 for k, v in times.items()}
 
 
-def _cpu_step_peak_mb(run) -> float:
-    """Peak of the bytes PyTorch's CPU allocator holds during ``run()``, counted from its
-    start, from the profiler's memory events (the resident set is not usable: glibc
+def _cpu_step_peak_mb(loss, x, y, case: Case) -> float:
+    """Peak of the bytes PyTorch's CPU allocator holds during one step, counting every
+    allocation from before a warm-up step on: what an implementation keeps from step to
+    step (a reused gradient buffer, say) counts as held, one-time work does not show
+    twice. From the profiler's memory events (the resident set is not usable: glibc
     reuses and returns freed memory at its own pace)."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, record_function
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run()
+        step(loss, x, y, case)
+        loss.weight.grad = None  # the measured step produces the gradient anew
+        with record_function("measured step"):
+            step(loss, x, y, case)
     with tempfile.TemporaryDirectory() as d:
         trace = os.path.join(d, "trace.json")
         prof.export_chrome_trace(trace)
         with open(trace) as f:
             events = json.load(f)["traceEvents"]
-    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
+    window = next(e for e in events if e.get("name") == "measured step" and "dur" in e)
+    start, end = window["ts"], window["ts"] + window["dur"]
+    totals = [e["args"]["Total Allocated"] for e in events
+              if e.get("name") == "[memory]" and start <= e["ts"] <= end]
     return max(totals, default=0) / 2**20
 
 
@@ -161,17 +169,17 @@ def worker_memory(case: Case, impl: str) -> float:
     torch = _torch()
     loss = build(impl, case)
     x, y = inputs(case)
-    weight_mb = loss.weight.numel() * loss.weight.element_size() / 2**20
+    grad_mb = loss.weight.numel() * loss.weight.element_size() / 2**20
     if case.device.startswith("cuda"):
+        step(loss, x, y, case)  # warm-up
+        loss.weight.grad = None
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated() / 2**20
         step(loss, x, y, case)
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() / 2**20 - base - weight_mb
-    step(loss, x, y, case)  # warm-up: one-time allocations are not the step's
-    loss.weight.grad = None  # so that the step allocates the gradient, counted above
-    return _cpu_step_peak_mb(lambda: step(loss, x, y, case)) - weight_mb
+        return torch.cuda.max_memory_allocated() / 2**20 - base - grad_mb
+    return _cpu_step_peak_mb(loss, x, y, case) - grad_mb
 
 
 def run_worker(args: List[str]) -> dict:

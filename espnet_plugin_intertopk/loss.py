@@ -63,7 +63,7 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
         compile_kernels: Compile native kernels at the first step of a process (same
             numbers as eager). On CPU the dense path then runs in fused C++ kernels
             (``cpu_kernels.cpp``, built once per machine with the C++ compiler and
-            ninja, about 30 s; 1.5x faster steps than eager at 18k classes), and the
+            ninja, about 30 s; about 1.6x faster steps than eager at 18k classes), and the
             chunked path's element-wise work is fused by ``torch.compile``; on CUDA
             both use ``torch.compile`` (Triton).
         check_values: Check label range and finiteness of the inputs: None (auto) on

@@ -190,7 +190,8 @@ def _forward_blocks(kern, xn, weight, inv_norm, label, c, chunks, buf, kept):
     if not cands:
         cands = [(xn.new_empty(B, 0), label.new_empty(B, 0),
                   label.new_empty(B, 0, dtype=torch.uint8))]
-    return (*(torch.stack(t, 1) for t in zip(*stats)), *(torch.cat(t, 1) for t in zip(*cands)))
+    row_stats = (torch.stack(t, 1) for t in zip(*stats))
+    return (*row_stats, *(torch.cat(t, 1) for t in zip(*cands)))
 
 
 def _backward_blocks(ctx, xn, weight, inv_norm, lse, coef, label):
@@ -231,8 +232,8 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
     Inputs: ``xn`` (B, D) unit-norm float32 embeddings, ``weight`` (K*C, D) float32 raw
     weight, ``label`` (B,) int64, the margin constants, the chunk size, the block
     kernels (:mod:`block_kernels`) and the fused CPU kernels (:mod:`fused_cpu`, or None:
-    then the block kernels run the dense path too). Returns the scalar loss and the predicted classes
-    (arg-max of the plain sub-center cosine, no margins).
+    then the block kernels run the dense path too). Returns the scalar loss and the
+    predicted classes (arg-max of the plain sub-center cosine, no margins).
     """
 
     @staticmethod

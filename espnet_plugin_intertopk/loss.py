@@ -184,6 +184,8 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
                 f"label must have shape ({x.shape[0]},) or ({x.shape[0]}, 1) to match "
                 f"the input batch, got {tuple(label.shape)}"
             )
+        if x.shape[0] == 0:
+            raise ValueError("the input batch is empty: the mean loss of no rows is undefined")
         auto = self.check_values is None and (
             x.device.type == "cpu" or not self._values_checked
         )

@@ -207,6 +207,7 @@ def test_update_rejects_bad_margin():
         (torch.randn(3, 4), torch.tensor([0.0, 1.0, 2.0]), "integer"),
         (torch.randint(0, 3, (3, 4)), torch.tensor([0, 1, 2]), "float"),
         (torch.tensor([[0.0, 1, 2, float("nan")]] * 3), torch.tensor([0, 1, 2]), "NaN"),
+        (torch.randn(0, 4), torch.tensor([], dtype=torch.long), "empty"),
     ],
 )
 def test_bad_forward_inputs(x, y, word):

@@ -7,7 +7,7 @@
 Implementations: ``espnet`` (ESPnet's built-in copy after ``update(0.2)``), ``plugin``
 (default eager kernels), ``plugin_compiled`` (``compile_kernels=True``; its compile
 happens in the warm-up step, outside the timing), ``plugin_chunked``
-(``class_chunk_size``).
+(``class_chunk_size``) and ``plugin_chunked_compiled`` (both).
 
 For every shape, one process times all implementations alternately (round-robin over
 repetitions, so a noisy machine slows them alike) next to the matrix-product floor: the
@@ -33,7 +33,7 @@ from typing import Dict, List, Optional
 
 from tqdm import tqdm
 
-IMPLS = ("espnet", "plugin", "plugin_compiled", "plugin_chunked")
+IMPLS = ("espnet", "plugin", "plugin_compiled", "plugin_chunked", "plugin_chunked_compiled")
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,9 @@ def build(impl: str, case: Case):
         loss = EspnetLoss(**kw)
         loss.update(0.2)
     else:
-        chunk = case.chunk if impl == "plugin_chunked" else None
+        chunk = case.chunk if impl.startswith("plugin_chunked") else None
         loss = PluginLoss(**kw, class_chunk_size=chunk, return_accuracy=True,
-                          compile_kernels=impl == "plugin_compiled")
+                          compile_kernels=impl.endswith("compiled"))
     return loss.to(case.device)
 
 
@@ -193,7 +193,7 @@ def run_worker(args: List[str]) -> dict:
 
 def default_cases(a) -> List[Case]:
     base = Case(batch=a.batch, classes=a.classes, dtype="float32", device=a.device, reps=a.reps)
-    big_impls = ("espnet",) * a.big_espnet + ("plugin", "plugin_compiled", "plugin_chunked")
+    big_impls = ("espnet",) * a.big_espnet + IMPLS[1:]
     big = Case(batch=a.big_batch, classes=a.big_classes, device=a.device, reps=3,
                chunk=a.big_chunk, impls=big_impls)
     bf16 = replace(base, dtype="bfloat16", impls=("espnet", "plugin", "plugin_compiled"))

@@ -1,13 +1,16 @@
-// Fused CPU kernels of the dense path (``compile_kernels: true`` on CPU), built at first
-// use by fused_cpu.py.
+// Fused CPU kernels of the loss (``compile_kernels: true`` on CPU), built at first use
+// by fused_cpu.py. Two modes: the dense path keeps each cosine's sub-center maximum and
+// arg-max for the backward; the memory-bounded path (a class_chunk_size is set) keeps
+// only a few numbers per row and the backward recomputes each tile.
 //
 // The eager and torch.compile paths run each matrix product over a block of thousands of
 // classes and then pass over its (batch x block x K) result in memory. Here the classes
 // are walked in tiles small enough that a tile's products stay in a core's L2 cache: each
 // thread takes a contiguous range of tiles, runs single-threaded BLAS products on them
 // (at::mm inside the parallel region) and does the element-wise work while the products
-// are still in cache. Only what the backward needs leaves the tile: the sub-center
-// maximum of each cosine and its arg-max, stored tile by tile.
+// are still in cache. Only what the backward needs leaves the tile: per row a few
+// statistics and, in the dense mode, the sub-center maximum of each cosine and its
+// arg-max, stored tile by tile.
 //
 // The maths is that of block_kernels.py (forward_block, backward_block, project_block);
 // the tests hold both to the float64 reference.
@@ -20,8 +23,6 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <mutex>
-#include <unordered_map>
 #include <vector>
 
 
@@ -59,38 +60,23 @@ inline float exp_f32(float x) {
   return x < kExpMin ? 0.0f : p * two_n;
 }
 
-// The weight gradient, in a buffer reused from step to step when nothing references it
-// any more. A weight gradient must be a fresh tensor every step (autograd stores it as
-// .grad, and the optimiser's zero_grad() drops it); a fresh 40 MB array is faulted in
-// page by page, which took longer than computing it (9 ms vs 4 ms to write it here).
-// The buffer is reused only when this cache holds its storage's last reference, so a
-// gradient still held anywhere (weight.grad between accumulation steps, a user's
-// variable, a view) is never overwritten: then a fresh buffer is taken and becomes the
-// cached one. One buffer per size is kept between steps (like a caching allocator).
-class GradientBuffers {
- public:
-  Tensor take(at::IntArrayRef shape, const at::TensorOptions& options) {
-    const int64_t bytes = c10::multiply_integers(shape) * 4;
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = buffers_.find(bytes);
-    if (it != buffers_.end() && it->second.use_count() == 1) {
-      return at::empty({0}, options).set_(it->second, 0, shape, c10::contiguous_strides(shape));
-    }
-    Tensor fresh = at::empty(shape, options);
-    buffers_[bytes] = fresh.storage();
-    return fresh;
+// The weight gradient, in the memory of `reuse` (the last step's gradient, kept by the
+// loss module) when nothing but `reuse` references that memory any more, else fresh.
+// A weight gradient must be a new tensor every step (autograd stores it as .grad, and
+// the optimiser's zero_grad() drops it); a fresh 40 MB array is faulted in page by
+// page, which took longer than computing it (9 ms vs 4 ms here). A gradient still held
+// anywhere (weight.grad between accumulation steps, a user's variable, a view) shares
+// the storage, so it is never overwritten.
+Tensor weight_gradient(const c10::optional<Tensor>& reuse, at::IntArrayRef shape,
+                       const at::TensorOptions& options) {
+  if (reuse.has_value() && reuse->sizes() == shape && reuse->is_contiguous() &&
+      reuse->scalar_type() == at::kFloat && reuse->device().is_cpu() &&
+      reuse->storage().use_count() == 1) {
+    return at::empty({0}, options)
+        .set_(reuse->storage(), reuse->storage_offset(), shape,
+              c10::contiguous_strides(shape));
   }
-
- private:
-  std::mutex mutex_;
-  std::unordered_map<int64_t, c10::Storage> buffers_;
-};
-
-GradientBuffers& gradient_buffers() {
-  // Never destroyed: at process exit the cached storages must not be freed after the
-  // allocator they came from.
-  static GradientBuffers* buffers = new GradientBuffers();
-  return *buffers;
+  return at::empty(shape, options);
 }
 
 // Maximum of v[0, n), vectorised through 16 independent lanes (a plain max reduction
@@ -170,12 +156,51 @@ void check_inputs(const Tensor& xn, const Tensor& weight, int64_t K, int64_t til
   TORCH_CHECK(tile >= 1, "tile must be >= 1");
 }
 
+// The tile's K products into cos (K, B, tile): embeddings times the raw weight rows of
+// sub-center k of classes [c0, c0 + n), one single-threaded BLAS call each.
+void tile_products(Tensor& cos, const Tensor& xn, const Tensor& w3, int64_t c0, int64_t n) {
+  for (int64_t k = 0; k < cos.size(0); ++k) {
+    Tensor out = cos.select(0, k).narrow(1, 0, n);
+    at::mm_out(out, xn, w3.narrow(0, c0, n).select(1, k).t());
+  }
+}
+
+// Row b of a tile: sub-center maximum of the cosine into brow[0, n) (-inf at the
+// target column, `target` < 0 or >= n if elsewhere) and the winning sub-center into
+// arow (the first on ties). cos as filled by tile_products; the tile's inverse norms of
+// sub-center k start at inv + k * inv_stride.
+void tile_row_maximum(const float* cos, int64_t B, int64_t tile, int64_t K, int64_t b,
+                      int64_t n, const float* inv, int64_t inv_stride, int64_t target,
+                      float* brow, uint8_t* arow) {
+  const float* c_0 = cos + b * tile;
+  const float* i_0 = inv;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    brow[j] = c_0[j] * i_0[j];
+    arow[j] = 0;
+  }
+  for (int64_t k = 1; k < K; ++k) {
+    const float* c_k = cos + (k * B + b) * tile;
+    const float* i_k = inv + k * inv_stride;
+    const uint8_t kb = static_cast<uint8_t>(k);
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const float v = c_k[j] * i_k[j];
+      const bool better = v > brow[j];
+      brow[j] = better ? v : brow[j];
+      arow[j] = better ? kb : arow[j];
+    }
+  }
+  if (target >= 0 && target < n) brow[target] = kNegInf;
+}
+
 }  // namespace
 
-// Forward pass of the dense path.
+// Forward pass.
 //
 // Args: xn (B, D) unit embeddings, weight (K*C, D) raw class-major weight, label (B,)
-// int64, K, scale, k_top, tile (classes per tile).
+// int64, K, scale, k_top, tile (classes per tile), keep (keep best and arg for the
+// backward; if not, they are empty and the backward recomputes each tile).
 // Returns, with T tiles, P threads and kc = k_top:
 //   best (T, B, tile): sub-center maximum of the cosine, -inf in the target column;
 //   arg (T, B, tile) uint8: the sub-center that won it (the first on ties);
@@ -188,7 +213,7 @@ void check_inputs(const Tensor& xn, const Tensor& weight, int64_t K, int64_t til
 //     their classes and winning sub-centers (-inf at class 0 where a thread saw fewer).
 std::vector<Tensor> forward_tiles(const Tensor& xn_in, const Tensor& weight_in,
                                   const Tensor& label, int64_t K, double scale_d,
-                                  int64_t k_top, int64_t tile) {
+                                  int64_t k_top, int64_t tile, bool keep) {
   check_inputs(xn_in, weight_in, K, tile);
   // Detached: grad mode is thread-local and the worker threads of the parallel region
   // do not inherit the caller's no-grad state; out= products refuse inputs that
@@ -200,8 +225,8 @@ std::vector<Tensor> forward_tiles(const Tensor& xn_in, const Tensor& weight_in,
   const int64_t B = g.B, C = g.C, T = g.tiles, kc = k_top;
   const float scale = static_cast<float>(scale_d);
   const auto f32 = xn.options();
-  Tensor best = at::empty({T, B, tile}, f32);
-  Tensor arg = at::empty({T, B, tile}, f32.dtype(at::kByte));
+  Tensor best = at::empty({keep ? T : 0, B, tile}, f32);
+  Tensor arg = at::empty({keep ? T : 0, B, tile}, f32.dtype(at::kByte));
   Tensor inv_kc = at::empty({K, C}, f32);
   Tensor inv_ck = at::empty({C, K}, f32);
   const int64_t P = at::get_num_threads();
@@ -225,7 +250,8 @@ std::vector<Tensor> forward_tiles(const Tensor& xn_in, const Tensor& weight_in,
   at::parallel_for(0, T, 1, [&](int64_t t0, int64_t t1) {
     const int64_t p = at::get_thread_num();
     Tensor cos = at::empty({K, B, tile}, f32);
-    std::vector<float> inv_row(tile * K);
+    std::vector<float> inv_row(tile * K), row_best_tmp(keep ? 0 : tile);
+    std::vector<uint8_t> row_arg_tmp(keep ? 0 : tile);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t c0 = g.start(t), n = g.width(t);
       // Norms first: the tile's weight rows are then in cache for the products.
@@ -237,35 +263,12 @@ std::vector<Tensor> forward_tiles(const Tensor& xn_in, const Tensor& weight_in,
           ick[j * K + k] = inv_row[j * K + k];
         }
       }
-      for (int64_t k = 0; k < K; ++k) {
-        Tensor out = cos.select(0, k).narrow(1, 0, n);
-        at::mm_out(out, xn, w3.narrow(0, c0, n).select(1, k).t());
-      }
+      tile_products(cos, xn, w3, c0, n);
       const float* cp = cos.data_ptr<float>();
       for (int64_t b = 0; b < B; ++b) {
-        float* brow = bestp + (t * B + b) * tile;
-        uint8_t* arow = argp + (t * B + b) * tile;
-        const float* c_0 = cp + b * tile;
-        const float* i_0 = ikc + c0;
-#pragma omp simd
-        for (int64_t j = 0; j < n; ++j) {
-          brow[j] = c_0[j] * i_0[j];
-          arow[j] = 0;
-        }
-        for (int64_t k = 1; k < K; ++k) {
-          const float* c_k = cp + (k * B + b) * tile;
-          const float* i_k = ikc + k * C + c0;
-          const uint8_t kb = static_cast<uint8_t>(k);
-#pragma omp simd
-          for (int64_t j = 0; j < n; ++j) {
-            const float v = c_k[j] * i_k[j];
-            const bool better = v > brow[j];
-            brow[j] = better ? v : brow[j];
-            arow[j] = better ? kb : arow[j];
-          }
-        }
-        if (labp[b] >= c0 && labp[b] < c0 + n) brow[labp[b] - c0] = kNegInf;
-
+        float* brow = keep ? bestp + (t * B + b) * tile : row_best_tmp.data();
+        uint8_t* arow = keep ? argp + (t * B + b) * tile : row_arg_tmp.data();
+        tile_row_maximum(cp, B, tile, K, b, n, ikc + c0, C, labp[b] - c0, brow, arow);
         const float m = row_maximum(brow, n);
         const int64_t s = b * P + p;
         float* run_best = row_best.data_ptr<float>() + s;
@@ -296,51 +299,65 @@ std::vector<Tensor> forward_tiles(const Tensor& xn_in, const Tensor& weight_in,
           cand_sub};
 }
 
-// Backward pass of the dense path: the plain softmax gradient of every class, routed to
-// the sub-center that won its maximum, through the two products and the normalisation
-// backward of the weight rows. The target column gets zero (best is -inf there); the
-// caller adds the margin terms of the target and the hard negatives.
+// Backward pass: the plain softmax gradient of every class, routed to the sub-center
+// that won its maximum, through the two products and the normalisation backward of the
+// weight rows. The target column gets zero (best is -inf there); the caller adds the
+// margin terms of the target and the hard negatives.
 //
-// Args: xn, weight as in forward_tiles; best, arg from it; inv_norm (C, K); lse (B,)
-// each row's log-sum-exp with margins; coef: d loss / d logit, per unit softmax; scale;
-// tile (as in forward_tiles).
+// Args: xn, weight, label as in forward_tiles; best, arg from forward_tiles(keep=true),
+// or None to recompute each tile's products and maximum here (the memory-bounded
+// mode); inv_norm (C, K); lse (B,) each row's log-sum-exp with margins; coef: d loss /
+// d logit per unit softmax; scale; tile (as in forward_tiles); reuse: the last weight
+// gradient or None (see weight_gradient).
 // Returns grad_x (B, D) and grad_w (K*C, D).
 std::vector<Tensor> backward_tiles(const Tensor& xn_in, const Tensor& weight_in,
-                                   const Tensor& best, const Tensor& arg,
+                                   const Tensor& label, const c10::optional<Tensor>& best,
+                                   const c10::optional<Tensor>& arg,
                                    const Tensor& inv_norm, const Tensor& lse,
-                                   double coef_d, double scale_d, int64_t tile) {
+                                   double coef_d, double scale_d, int64_t tile,
+                                   const c10::optional<Tensor>& reuse) {
   const int64_t K = inv_norm.size(1);
   check_inputs(xn_in, weight_in, K, tile);
   const Tensor xn = xn_in.detach(), weight = weight_in.detach();  // as in forward_tiles
   const Tiling g(xn, weight, K, tile);
   const int64_t B = g.B, C = g.C, D = g.D, T = g.tiles;
-  TORCH_CHECK(best.numel() == T * B * tile && arg.numel() == T * B * tile,
-              "best and arg must come from forward_tiles with the same tile");
+  const bool kept = best.has_value();
+  TORCH_CHECK(kept == arg.has_value(), "best and arg: both or neither");
+  TORCH_CHECK(!kept || (best->numel() == T * B * tile && arg->numel() == T * B * tile),
+              "best and arg must come from forward_tiles(keep=true) with the same tile");
   const float scale = static_cast<float>(scale_d);
+  const float coef = static_cast<float>(coef_d);
   const auto f32 = xn.options();
-  Tensor grad_w = gradient_buffers().take({K * C, D}, f32);
+  Tensor grad_w = weight_gradient(reuse, {K * C, D}, f32);
   const int threads = at::get_num_threads();
   Tensor partial_x = at::zeros({threads, B, D}, f32);
   const Tensor inv_kc = inv_norm.t().contiguous();
-  const Tensor lse_c = lse.contiguous();
-  const float coef = static_cast<float>(coef_d);
+  const Tensor lse_c = lse.contiguous(), lab = label.contiguous();
   const float* ikc = inv_kc.data_ptr<float>();
   const float* lsep = lse_c.data_ptr<float>();
-  const float* bestp = best.data_ptr<float>();
-  const uint8_t* argp = arg.data_ptr<uint8_t>();
+  const int64_t* labp = lab.data_ptr<int64_t>();
+  const float* bestp = kept ? best->data_ptr<float>() : nullptr;
+  const uint8_t* argp = kept ? arg->data_ptr<uint8_t>() : nullptr;
   const Tensor w3 = weight.view({C, K, D});
   const Tensor gw3 = grad_w.view({C, K, D});
 
   at::parallel_for(0, T, 1, [&](int64_t t0, int64_t t1) {
+    // The tile's products (when recomputing), overwritten row by row by its gradient.
     Tensor grad = at::empty({K, B, tile}, f32);
-    std::vector<float> e(tile);
+    std::vector<float> e(tile), row_best(kept ? 0 : tile);
+    std::vector<uint8_t> row_arg(kept ? 0 : tile);
     Tensor gx = partial_x.select(0, at::get_thread_num());
     float* gp = grad.data_ptr<float>();
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t c0 = g.start(t), n = g.width(t);
+      if (!kept) tile_products(grad, xn, w3, c0, n);
       for (int64_t b = 0; b < B; ++b) {
-        const float* brow = bestp + (t * B + b) * tile;
-        const uint8_t* arow = argp + (t * B + b) * tile;
+        const float* brow = kept ? bestp + (t * B + b) * tile : row_best.data();
+        const uint8_t* arow = kept ? argp + (t * B + b) * tile : row_arg.data();
+        if (!kept) {
+          tile_row_maximum(gp, B, tile, K, b, n, ikc + c0, C, labp[b] - c0,
+                           row_best.data(), row_arg.data());
+        }
         const float l = lsep[b];
         float* ep = e.data();
 #pragma omp simd
@@ -381,6 +398,6 @@ std::vector<Tensor> backward_tiles(const Tensor& xn_in, const Tensor& weight_in,
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward_tiles", &forward_tiles, "Dense-path forward (see cpu_kernels.cpp)");
-  m.def("backward_tiles", &backward_tiles, "Dense-path backward (see cpu_kernels.cpp)");
+  m.def("forward_tiles", &forward_tiles, "Forward pass (see cpu_kernels.cpp)");
+  m.def("backward_tiles", &backward_tiles, "Backward pass (see cpu_kernels.cpp)");
 }

@@ -17,7 +17,7 @@ kernel computes the same loss and gradients with:
   cosine itself comes from the target's own weight rows, not from the blocks);
 * classes walked in blocks, whose element-wise work is done by :mod:`block_kernels`
   (eager, or fused by ``torch.compile``) in scratch buffers reused from block to block;
-  on CPU with ``compile_kernels`` the dense path runs in the fused C++ kernels of
+  on CPU with ``compile_kernels`` both paths run in the fused C++ kernels of
   :mod:`fused_cpu` instead (the same maths, tile by tile in cache).
 
 With ``chunk_size=None`` the (batch x classes) cosine is kept for the backward pass
@@ -226,28 +226,41 @@ def _backward_blocks(ctx, xn, weight, inv_norm, lse, coef, label):
     return grad_x, grad_w
 
 
+class GradientBuffer:
+    """The memory of a weight's last gradient, which the fused CPU kernels take again
+    when nothing else references it any more (see ``weight_gradient`` in
+    ``cpu_kernels.cpp``). One per loss module: two losses never take each other's."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self) -> None:
+        self.tensor: Optional[torch.Tensor] = None
+
+
 class MarginSoftmaxCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of the sub-center inter-top-k margin softmax.
 
     Inputs: ``xn`` (B, D) unit-norm float32 embeddings, ``weight`` (K*C, D) float32 raw
     weight, ``label`` (B,) int64, the margin constants, the chunk size, the block
-    kernels (:mod:`block_kernels`) and the fused CPU kernels (:mod:`fused_cpu`, or None:
-    then the block kernels run the dense path too). Returns the scalar loss and the
-    predicted classes (arg-max of the plain sub-center cosine, no margins).
+    kernels (:mod:`block_kernels`), the fused CPU kernels (:mod:`fused_cpu`, or None:
+    then the block kernels run) and the :class:`GradientBuffer` of the weight. Returns
+    the scalar loss and the predicted classes (arg-max of the plain sub-center cosine,
+    no margins).
     """
 
     @staticmethod
     def forward(
-        ctx, xn, weight, label, c: MarginConstants, chunk_size: Optional[int], kern, fused
+        ctx, xn, weight, label, c: MarginConstants, chunk_size: Optional[int], kern, fused,
+        grad_buffer,
     ):
         B = xn.shape[0]
         s = c.scale
         dev = xn.device
         if fused is not None:
             best, arg, inv_norm, *stats = fused.forward_tiles(
-                xn, weight, label, c.K, s, c.k_top, fused_cpu.TILE
+                xn, weight, label, c.K, s, c.k_top, fused_cpu.TILE, chunk_size is None
             )
-            kept, buf = (best, arg), None
+            kept, buf = ((best, arg) if chunk_size is None else None), None
         else:
             inv_norm = inverse_norms(weight, c.K)
             chunks = _chunks(c.nclasses, chunk_size, dev)
@@ -292,6 +305,7 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         pred = torch.where(target_wins, label, best_idx)
         ctx.mark_non_differentiable(pred)
         ctx.c, ctx.chunk_size, ctx.kept, ctx.kern, ctx.fused = c, chunk_size, kept, kern, fused
+        ctx.grad_buffer = grad_buffer
         # The backward reuses the scratch buffer: a fresh one of this size is
         # page-faulted in anew (a few ms per step on CPU).
         ctx.scratch = buf
@@ -316,18 +330,23 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         gs = grad_out.float()
         coef = gs * (c.scale / xn.shape[0])
         if ctx.fused is not None:
-            # The fused kernels leave best and arg intact: kept for a second backward.
-            best, arg = ctx.kept
+            # Kept (dense) or recomputed tile by tile (chunked). The fused kernels leave
+            # best and arg intact: kept for a second backward too.
+            best, arg = ctx.kept if ctx.kept is not None else (None, None)
             grad_x, grad_w = ctx.fused.backward_tiles(
-                xn, weight, best, arg, inv_norm, lse, coef.item(), c.scale, fused_cpu.TILE
+                xn, weight, label, best, arg, inv_norm, lse, coef.item(), c.scale,
+                fused_cpu.TILE, ctx.grad_buffer.tensor,
             )
+            # Another tensor object on the same memory: autograd still takes grad_w
+            # itself as .grad, and the next step can tell whether that was dropped.
+            ctx.grad_buffer.tensor = grad_w.detach()
         else:
             grad_x, grad_w = _backward_blocks(ctx, xn, weight, inv_norm, lse, coef, label)
         _correct_special(
             grad_x, grad_w, xn, weight, inv_norm.view(-1), special_rows, special_cos,
             g_special * gs - _plain_grad(special_cos, lse, coef, c.scale),
         )
-        return grad_x, grad_w, None, None, None, None, None
+        return grad_x, grad_w, None, None, None, None, None, None
 
 
 def _plain_grad(cos, lse, coef, scale):
@@ -361,16 +380,18 @@ def margin_softmax_cross_entropy(
     constants: MarginConstants,
     chunk_size: Optional[int] = None,
     compile_kernels: bool = False,
+    grad_buffer: Optional["GradientBuffer"] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Functional entry point of :class:`MarginSoftmaxCrossEntropy`: (loss, pred)."""
+    """Functional entry point of :class:`MarginSoftmaxCrossEntropy`: (loss, pred).
+
+    ``grad_buffer``: where the fused CPU kernels keep the weight gradient's memory for the
+    next step (the loss module's own; a new one, so nothing is reused, when None).
+    """
     kern = block_kernels(compile_kernels)
-    fused = (
-        fused_cpu.load()
-        if compile_kernels and chunk_size is None and xn.device.type == "cpu"
-        else None
-    )
+    fused = fused_cpu.load() if compile_kernels and xn.device.type == "cpu" else None
     return MarginSoftmaxCrossEntropy.apply(
-        xn, weight, label, constants, chunk_size, kern, fused
+        xn, weight, label, constants, chunk_size, kern, fused,
+        GradientBuffer() if grad_buffer is None else grad_buffer,
     )
 
 

@@ -1,5 +1,6 @@
-"""The fused CPU kernels (compile_kernels on CPU, dense path) against the float64
-reference, across tile sizes and thread counts, and their weight-gradient buffer."""
+"""The fused CPU kernels (compile_kernels on CPU; dense and memory-bounded modes) against
+the float64 reference, across tile sizes and thread counts, and their reuse of the
+weight-gradient memory."""
 
 import pytest
 import torch
@@ -30,13 +31,15 @@ def threads(request):
     torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("chunk", [None, 50], ids=["dense", "recompute"])
 @pytest.mark.parametrize("tile", [7, 256])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"C{c['nclasses']}K{c['K']}k{c['k_top']}")
-def test_fused_matches_reference(cfg, tile, threads, monkeypatch):
+def test_fused_matches_reference(cfg, tile, chunk, threads, monkeypatch):
     """Several tiles with a short last one (tile 7) or one tile; one or two threads,
-    whose running maxima and top-k candidates the Python side merges."""
+    whose running maxima and top-k candidates the Python side merges; best and arg kept
+    for the backward (dense) or recomputed there (a class chunk size is set)."""
     monkeypatch.setattr(fused_cpu, "TILE", tile)
-    plugin, _, x, y = build(cfg, compile_kernels=True)
+    plugin, _, x, y = build(cfg, compile_kernels=True, class_chunk_size=chunk)
     ref = reference_of(plugin, cfg, x, y)
     for got, want in zip(loss_and_grads(plugin, x, y), ref):
         assert rel_err(got, want) < RTOL
@@ -50,9 +53,10 @@ def _step(loss, x, y):
     loss(xg, y)[0].backward()
 
 
-def test_weight_gradient_buffer_reused_only_when_nothing_holds_it():
+@pytest.mark.parametrize("chunk", [None, 50], ids=["dense", "recompute"])
+def test_weight_gradient_memory_reused_only_when_nothing_holds_it(chunk):
     cfg = CONFIGS[0]
-    plugin, _, x, y = build(cfg, compile_kernels=True)
+    plugin, _, x, y = build(cfg, compile_kernels=True, class_chunk_size=chunk)
     x2, y2 = torch.randn_like(x), torch.randint(0, cfg["nclasses"], y.shape)
 
     _step(plugin, x, y)
@@ -88,9 +92,36 @@ def test_gradient_accumulation_over_steps_adds_up():
         assert rel_err(plugin.weight.grad, want) < RTOL
 
 
-def test_second_backward_through_the_graph():
+def test_two_losses_keep_their_own_gradient_memory():
+    """Steps of two losses of the same size alternate (two heads, or a benchmark): after
+    the first round neither allocates a gradient-sized array any more (counted with the
+    profiler's allocator events); each takes its own last gradient's memory again."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = CONFIGS[0]
+    a, _, x, y = build(cfg, compile_kernels=True)
+    b, _, _, _ = build(cfg, compile_kernels=True)
+    grad_bytes = a.weight.numel() * 4
+
+    def round_of_steps():
+        for loss in (a, b):
+            loss.weight.grad = None
+            _step(loss, x, y)
+
+    round_of_steps()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        for _ in range(3):
+            round_of_steps()
+    sizes = [e.cpu_memory_usage for e in prof.events() if e.cpu_memory_usage > 0]
+    assert sizes, "the profiler recorded no allocations"
+    assert grad_bytes not in sizes
+    assert rel_err(b.weight.grad, reference_of(b, cfg, x, y)[2]) < RTOL
+
+
+@pytest.mark.parametrize("chunk", [None, 50], ids=["dense", "recompute"])
+def test_second_backward_through_the_graph(chunk):
     cfg = CONFIGS[1]
-    plugin, _, x, y = build(cfg, compile_kernels=True)
+    plugin, _, x, y = build(cfg, compile_kernels=True, class_chunk_size=chunk)
     xg = x.clone().requires_grad_(True)
     loss = plugin(xg, y)[0]
     first = torch.autograd.grad(loss, [xg, plugin.weight], retain_graph=True)
@@ -104,6 +135,6 @@ def test_bad_inputs_get_a_clear_error():
     kernels = fused_cpu.load()
     x, w, y = torch.randn(4, 8), torch.randn(30, 8), torch.zeros(4, dtype=torch.long)
     with pytest.raises(RuntimeError, match="float32"):
-        kernels.forward_tiles(x.double(), w.double(), y, 3, 30.0, 2, 4)
+        kernels.forward_tiles(x.double(), w.double(), y, 3, 30.0, 2, 4, True)
     with pytest.raises(RuntimeError, match="K must divide"):
-        kernels.forward_tiles(x, w, y, 4, 30.0, 2, 4)
+        kernels.forward_tiles(x, w, y, 4, 30.0, 2, 4, True)

@@ -5,6 +5,7 @@ import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 from espnet2.spk.loss.aamsoftmax_subcenter_intertopk import (
     ArcMarginProduct_intertopk_subcenter as EspnetLoss,
 )
@@ -281,26 +282,28 @@ def fresh_dynamo():
 
 @needs_cpu_compiler
 @pytest.mark.parametrize("cfg", list(random_configs(6, seed=3)), ids=lambda c: str(sorted(c.items())))
-def test_compiled_kernels_match_reference(cfg, fresh_dynamo, monkeypatch):
-    from espnet_plugin_intertopk import fused_cpu, margin_softmax
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_compiled_block_kernels_match_reference(cfg, chunk, fresh_dynamo, monkeypatch):
+    """The torch.compile block kernels (what compile_kernels runs on CUDA), here on CPU,
+    where the loss itself takes the fused C++ kernels (tests/test_fused_cpu.py)."""
+    from espnet_plugin_intertopk import margin_softmax
+    from espnet_plugin_intertopk.block_kernels import block_kernels
 
-    # Several blocks (chunked path: torch.compile kernels) or tiles (dense path: fused
-    # C++ kernels), a short last one.
-    monkeypatch.setattr(margin_softmax, "DENSE_BLOCK", 4)
-    monkeypatch.setattr(fused_cpu, "TILE", 4)
-    plugin, _, x, y = build(cfg, compile_kernels=True)
-    ref = reference_of(plugin, cfg, x, y)
-    for g, r in zip(loss_and_grads(plugin, x, y), ref):
-        assert rel_err(g, r) < RTOL
-    chunked = PluginLoss(**{k: v for k, v in cfg.items() if k != "B"}, class_chunk_size=3,
-                         compile_kernels=True, return_accuracy=True)
-    chunked.weight.data.copy_(plugin.weight.data)
-    for g, r in zip(loss_and_grads(chunked, x, y), ref):
-        assert rel_err(g, r) < RTOL
-    eager = PluginLoss(**{k: v for k, v in cfg.items() if k != "B"}, return_accuracy=True)
-    eager.weight.data.copy_(plugin.weight.data)
-    assert torch.equal(plugin(x, y)[2], eager(x, y)[2])
-    assert torch.equal(plugin(x)[2], eager(x)[2])
+    monkeypatch.setattr(margin_softmax, "DENSE_BLOCK", 4)  # several blocks, a short last one
+    plugin, _, x, y = build(cfg)
+    xg = x.clone().requires_grad_(True)
+    loss, pred = margin_softmax.MarginSoftmaxCrossEntropy.apply(
+        F.normalize(xg, dim=1), plugin.weight, y, plugin.constants(), chunk,
+        block_kernels(True), None, margin_softmax.GradientBuffer(),
+    )
+    grads = torch.autograd.grad(loss, [xg, plugin.weight])
+    for got, want in zip((loss.detach(), *grads), reference_of(plugin, cfg, x, y)):
+        assert rel_err(got, want) < RTOL
+    assert torch.equal(pred, plugin(x, y)[2])
+    compiled_pred = margin_softmax.subcenter_argmax(
+        F.normalize(x, dim=1), plugin.weight.detach(), plugin.constants(), chunk, True
+    )
+    assert torch.equal(compiled_pred, plugin(x)[2])
 
 
 def test_compile_kernels_needs_torch_compile(monkeypatch):

@@ -25,7 +25,6 @@
 #include <limits>
 #include <vector>
 
-
 namespace {
 
 using at::Tensor;

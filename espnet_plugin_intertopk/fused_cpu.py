@@ -1,8 +1,9 @@
-"""The fused CPU kernels of the dense path (``cpu_kernels.cpp``), built at first use.
+"""The fused CPU kernels of the loss (``cpu_kernels.cpp``), built at first use.
 
-``compile_kernels: true`` on CPU without a class chunk size runs the whole dense path
-through :func:`load` ``().forward_tiles`` / ``backward_tiles``: products and element-wise
-work tile by tile in cache (see the C++ file for why). The extension is compiled by
+``compile_kernels: true`` on CPU runs the loss through :func:`load` ``().forward_tiles``
+/ ``backward_tiles``: products and element-wise work tile by tile in cache (see the C++
+file for why), keeping each cosine's sub-center maximum for the backward (dense) or
+recomputing it there (with a class chunk size). The extension is compiled by
 ``torch.utils.cpp_extension`` with the machine's C++ compiler and ninja, once per
 machine type (about 30 s; cached in ``$TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``).
@@ -25,7 +26,7 @@ _module: Optional[ModuleType] = None
 
 
 def _isa_flags() -> list:
-    """Vector ISA flags for the CPU that PyTorch detected, and a name for them.
+    """Vector ISA flags for the CPU capability that PyTorch detected.
 
     Not -march=native: a build cached in a shared home directory must not be loaded on
     an older CPU that lacks its instructions, so the ISA is part of the extension name.

@@ -9,8 +9,9 @@ sub-center, and the normalisation backward of the weight. Each of the three step
   op allocates and faults in a fresh (batch x block) array); the default.
 * the plain name: the same maths written for ``torch.compile`` (Inductor: C++/OpenMP on
   CPU, Triton on CUDA), which fuses each function into one or two passes over memory.
-  Chosen with the loss's ``compile_kernels: true``; the first step of a process then
-  compiles for some seconds (a C++ compiler is needed on CPU, Triton on CUDA).
+  Chosen with the loss's ``compile_kernels: true`` on CUDA (on CPU that option runs the
+  fused C++ kernels of :mod:`fused_cpu` instead; the tests run these there too); the
+  first step of a process then compiles for some seconds.
 
 Both give the same numbers to float32 rounding; the tests hold both to the float64
 reference.

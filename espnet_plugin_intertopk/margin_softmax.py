@@ -373,6 +373,12 @@ def _correct_special(grad_x, grad_w, xn, weight, inv_norm, rows, cos, delta):
     grad_w.index_add_(0, rows.reshape(-1), upd.reshape(-1, upd.shape[2]))
 
 
+def _fused_kernels(compile_kernels: bool, device: torch.device):
+    """The fused CPU kernels where ``compile_kernels`` asks for compiled kernels on CPU,
+    else None (then the block kernels run: eager, or ``torch.compile`` on CUDA)."""
+    return fused_cpu.load() if compile_kernels and device.type == "cpu" else None
+
+
 def margin_softmax_cross_entropy(
     xn: torch.Tensor,
     weight: torch.Tensor,
@@ -380,17 +386,16 @@ def margin_softmax_cross_entropy(
     constants: MarginConstants,
     chunk_size: Optional[int] = None,
     compile_kernels: bool = False,
-    grad_buffer: Optional["GradientBuffer"] = None,
+    grad_buffer: Optional[GradientBuffer] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Functional entry point of :class:`MarginSoftmaxCrossEntropy`: (loss, pred).
 
     ``grad_buffer``: where the fused CPU kernels keep the weight gradient's memory for the
     next step (the loss module's own; a new one, so nothing is reused, when None).
     """
-    kern = block_kernels(compile_kernels)
-    fused = fused_cpu.load() if compile_kernels and xn.device.type == "cpu" else None
     return MarginSoftmaxCrossEntropy.apply(
-        xn, weight, label, constants, chunk_size, kern, fused,
+        xn, weight, label, constants, chunk_size, block_kernels(compile_kernels),
+        _fused_kernels(compile_kernels, xn.device),
         GradientBuffer() if grad_buffer is None else grad_buffer,
     )
 
@@ -402,18 +407,33 @@ def subcenter_argmax(
     chunk_size: Optional[int] = None,
     compile_kernels: bool = False,
 ) -> torch.Tensor:
-    """Predicted class: arg-max of the plain sub-center cosine, block by block."""
-    kern = block_kernels(compile_kernels)
+    """Predicted class: arg-max of the plain sub-center cosine, with the same kernels as
+    the loss."""
     no_target = torch.full((xn.shape[0],), -1, dtype=torch.long, device=xn.device)
+    with torch.no_grad():
+        fused = _fused_kernels(compile_kernels, xn.device)
+        if fused is not None:
+            row_best, row_idx = fused.forward_tiles(
+                xn, weight, no_target, constants.K, constants.scale, 0, fused_cpu.TILE, False
+            )[3:5]
+        else:
+            row_best, row_idx = _block_row_maxima(
+                block_kernels(compile_kernels), xn, weight, constants, chunk_size, no_target
+            )
+    return _merge_argmax(row_best, row_idx)[1]
+
+
+def _block_row_maxima(kern, xn, weight, constants, chunk_size, local_target):
+    """(B, blocks) row maxima of the plain sub-center cosine and their classes, block by
+    block (``local_target``: -1 for every row, no column excluded)."""
     chunks = _chunks(constants.nclasses, chunk_size, xn.device)
     buf = _scratch(constants.K * xn.shape[0] * (chunks[0][1] - chunks[0][0]), xn.device)
+    inv_norm = inverse_norms(weight, constants.K)
     row_best, row_idx = [], []
-    with torch.no_grad():
-        inv_norm = inverse_norms(weight, constants.K)
-        for start, end in chunks:
-            out = _forward_block(
-                kern, xn, weight, inv_norm, no_target, start, end, constants, buf
-            )
-            row_best.append(out[2])
-            row_idx.append(out[3] + start)
-    return _merge_argmax(torch.stack(row_best, 1), torch.stack(row_idx, 1))[1]
+    for start, end in chunks:
+        out = _forward_block(
+            kern, xn, weight, inv_norm, local_target, start, end, constants, buf
+        )
+        row_best.append(out[2])
+        row_idx.append(out[3] + start)
+    return torch.stack(row_best, 1), torch.stack(row_idx, 1)

@@ -46,6 +46,7 @@ def test_fused_matches_reference(cfg, tile, chunk, threads, monkeypatch):
     eager = PluginLoss(**{k: v for k, v in cfg.items() if k != "B"}, return_accuracy=True)
     eager.weight.data.copy_(plugin.weight.data)
     assert torch.equal(plugin(x, y)[2], eager(x, y)[2])
+    assert torch.equal(plugin(x)[2], eager(x)[2])  # predictions without labels
 
 
 def _step(loss, x, y):

@@ -300,9 +300,12 @@ def test_compiled_block_kernels_match_reference(cfg, chunk, fresh_dynamo, monkey
     for got, want in zip((loss.detach(), *grads), reference_of(plugin, cfg, x, y)):
         assert rel_err(got, want) < RTOL
     assert torch.equal(pred, plugin(x, y)[2])
-    compiled_pred = margin_softmax.subcenter_argmax(
-        F.normalize(x, dim=1), plugin.weight.detach(), plugin.constants(), chunk, True
+    no_target = torch.full_like(y, -1)
+    row_best, row_idx = margin_softmax._block_row_maxima(
+        block_kernels(True), F.normalize(x, dim=1), plugin.weight.detach(),
+        plugin.constants(), chunk, no_target,
     )
+    compiled_pred = margin_softmax._merge_argmax(row_best, row_idx)[1]
     assert torch.equal(compiled_pred, plugin(x)[2])
 
 

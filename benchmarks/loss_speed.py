@@ -1,7 +1,8 @@
-"""Speed and memory of one forward+backward step of the loss: ESPnet's copy vs the plugin.
+"""Speed and memory of one forward+backward step: ESPnet's copy vs the plugin.
 
     python benchmarks/loss_speed.py                 # the default table (CPU)
-    python benchmarks/loss_speed.py --device cuda --batch 512 --big_batch 512 --big_espnet
+    python benchmarks/loss_speed.py --device cuda --batch 512 --big_batch 512 \\
+        --big_espnet
     python benchmarks/loss_speed.py --quick         # small shapes, a smoke run
 
 Implementations: ``espnet`` (ESPnet's built-in copy after ``update(0.2)``), ``plugin``
@@ -15,7 +16,8 @@ three products any implementation needs (x W^T forward; g W and g^T x backward).
 memory is measured in a separate process per (shape, implementation), so peaks do not
 mix: on CUDA with ``max_memory_allocated``, on CPU from the profiler's allocator events
 (peak bytes held during the step). "Extra" memory is what the step needs beyond the
-weight and its gradient. Where an implementation does not fit (ESPnet's copy at 1M classes) its
+weight and its gradient. Where an implementation does not fit (ESPnet's copy at 1M
+classes) its
 memory is extrapolated linearly in batch x classes from the largest measured shape and
 marked as computed.
 """
@@ -29,11 +31,17 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from tqdm import tqdm
 
-IMPLS = ("espnet", "plugin", "plugin_compiled", "plugin_chunked", "plugin_chunked_compiled")
+IMPLS = (
+    "espnet",
+    "plugin",
+    "plugin_compiled",
+    "plugin_chunked",
+    "plugin_chunked_compiled",
+)
 
 
 @dataclass(frozen=True)
@@ -57,29 +65,38 @@ def _torch():
 
 
 def build(impl: str, case: Case):
-    torch = _torch()
-    import espnet_plugin_intertopk  # noqa: F401
     from espnet2.spk.loss.aamsoftmax_subcenter_intertopk import (
         ArcMarginProduct_intertopk_subcenter as EspnetLoss,
     )
 
-    from espnet_plugin_intertopk import ArcMarginProduct_intertopk_subcenter as PluginLoss
+    import espnet_plugin_intertopk  # noqa: F401
+    from espnet_plugin_intertopk import (
+        ArcMarginProduct_intertopk_subcenter as PluginLoss,
+    )
 
-    kw = dict(nout=case.D, nclasses=case.classes, K=case.K, k_top=case.k_top, margin=0.2)
+    kw = dict(
+        nout=case.D, nclasses=case.classes, K=case.K, k_top=case.k_top, margin=0.2
+    )
     if impl == "espnet":
         loss = EspnetLoss(**kw)
         loss.update(0.2)
     else:
         chunk = case.chunk if impl.startswith("plugin_chunked") else None
-        loss = PluginLoss(**kw, class_chunk_size=chunk, return_accuracy=True,
-                          compile_kernels=impl.endswith("compiled"))
+        loss = PluginLoss(
+            **kw,
+            class_chunk_size=chunk,
+            return_accuracy=True,
+            compile_kernels=impl.endswith("compiled"),
+        )
     return loss.to(case.device)
 
 
 def inputs(case: Case):
     torch = _torch()
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(case.batch, case.D, generator=g).to(case.device, getattr(torch, case.dtype))
+    x = torch.randn(case.batch, case.D, generator=g).to(
+        case.device, getattr(torch, case.dtype)
+    )
     y = torch.randint(0, case.classes, (case.batch,), generator=g).to(case.device)
     return x, y
 
@@ -93,7 +110,9 @@ def step(loss, x, y, case: Case):
     torch = _torch()
     xg = x.detach().requires_grad_(True)
     loss.weight.grad = None
-    with torch.autocast(device_type=x.device.type, dtype=x.dtype, enabled=x.dtype != torch.float32):
+    with torch.autocast(
+        device_type=x.device.type, dtype=x.dtype, enabled=x.dtype != torch.float32
+    ):
         out = loss(xg, y)[0]
     out.backward()
 
@@ -171,8 +190,11 @@ def _cpu_step_peak_mb(loss, x, y, case: Case) -> float:
             events = json.load(f)["traceEvents"]
     window = next(e for e in events if e.get("name") == "measured step" and "dur" in e)
     start, end = window["ts"], window["ts"] + window["dur"]
-    totals = [e["args"]["Total Allocated"] for e in events
-              if e.get("name") == "[memory]" and start <= e["ts"] <= end]
+    totals = [
+        e["args"]["Total Allocated"]
+        for e in events
+        if e.get("name") == "[memory]" and start <= e["ts"] <= end
+    ]
     return max(totals, default=0) / 2**20
 
 
@@ -204,11 +226,21 @@ def run_worker(args: List[str]) -> dict:
 
 
 def default_cases(a) -> List[Case]:
-    base = Case(batch=a.batch, classes=a.classes, dtype="float32", device=a.device, reps=a.reps)
+    base = Case(
+        batch=a.batch, classes=a.classes, dtype="float32", device=a.device, reps=a.reps
+    )
     big_impls = ("espnet",) * a.big_espnet + IMPLS[1:]
-    big = Case(batch=a.big_batch, classes=a.big_classes, device=a.device, reps=3,
-               chunk=a.big_chunk, impls=big_impls)
-    bf16 = replace(base, dtype="bfloat16", impls=("espnet", "plugin", "plugin_compiled"))
+    big = Case(
+        batch=a.big_batch,
+        classes=a.big_classes,
+        device=a.device,
+        reps=3,
+        chunk=a.big_chunk,
+        impls=big_impls,
+    )
+    bf16 = replace(
+        base, dtype="bfloat16", impls=("espnet", "plugin", "plugin_compiled")
+    )
     cases = [base, bf16, big]
     if a.quick:
         cases = [replace(c, batch=32, classes=2000, reps=3) for c in cases[:2]]
@@ -225,17 +257,28 @@ def main() -> None:
     parser.add_argument("--big_classes", type=int, default=1_000_000)
     parser.add_argument("--big_chunk", type=int, default=32768)
     parser.add_argument("--reps", type=int, default=9)
-    parser.add_argument("--big_espnet", action="store_true",
-                        help="also run ESPnet's copy at the large class count (GPU memory)")
-    parser.add_argument("--quick", action="store_true", help="small shapes (smoke test)")
-    parser.add_argument("--worker", choices=("timing", "memory"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--big_espnet",
+        action="store_true",
+        help="also run ESPnet's copy at the large class count (GPU memory)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small shapes (smoke test)"
+    )
+    parser.add_argument(
+        "--worker", choices=("timing", "memory"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     a = parser.parse_args()
 
     if a.worker:
-        case = Case(**{**json.loads(a.case), "impls": tuple(json.loads(a.case)["impls"])})
-        result = worker_timing(case) if a.worker == "timing" else worker_memory(case, a.impl)
+        case = Case(
+            **{**json.loads(a.case), "impls": tuple(json.loads(a.case)["impls"])}
+        )
+        result = (
+            worker_timing(case) if a.worker == "timing" else worker_memory(case, a.impl)
+        )
         print(json.dumps(result))
         return
 
@@ -247,7 +290,9 @@ def main() -> None:
         if impl is None:
             timing[key] = run_worker(["--worker", "timing", "--case", key])
         else:
-            memory[(key, impl)] = run_worker(["--worker", "memory", "--case", key, "--impl", impl])
+            memory[(key, impl)] = run_worker(
+                ["--worker", "memory", "--case", key, "--impl", impl]
+            )
 
     # ESPnet's extra memory per (batch x classes), to extrapolate where it was not run.
     per_cell = None
@@ -256,8 +301,20 @@ def main() -> None:
         if isinstance(m, float):
             per_cell = m / (case.batch * case.classes)
 
-    header = ("impl", "batch", "classes", "K", "D", "k_top", "dtype", "device",
-              "fwd+bwd ms", "speed-up vs ESPnet", "x matmul floor", "peak extra MiB")
+    header = (
+        "impl",
+        "batch",
+        "classes",
+        "K",
+        "D",
+        "k_top",
+        "dtype",
+        "device",
+        "fwd+bwd ms",
+        "speed-up vs ESPnet",
+        "x matmul floor",
+        "peak extra MiB",
+    )
     rows = []
     for case in cases:
         key = json.dumps(asdict(case))
@@ -266,23 +323,49 @@ def main() -> None:
             ms = t.get(impl) if "error" not in t else None
             if impl in case.impls:
                 mem = memory[(key, impl)]
-                mem_s = f"{mem:.0f}" if isinstance(mem, float) else f"error: {mem['error']}"
+                mem_s = (
+                    f"{mem:.0f}" if isinstance(mem, float) else f"error: {mem['error']}"
+                )
             elif impl == "espnet" and per_cell is not None:
-                mem_s = f"~{per_cell * case.batch * case.classes:.0f} (computed, not run)"
+                mem_s = (
+                    f"~{per_cell * case.batch * case.classes:.0f} (computed, not run)"
+                )
             else:
                 continue
             esp = t.get("espnet")
-            rows.append((
-                impl, case.batch, case.classes, case.K, case.D, case.k_top, case.dtype,
-                case.device,
-                f"{ms:.1f}" if ms else "-",
-                f"{esp / ms:.2f}x" if ms and esp else "-",
-                f"{ms / t['floor']:.2f}" if ms and "floor" in t else "-",
-                mem_s,
-            ))
+            rows.append(
+                (
+                    impl,
+                    case.batch,
+                    case.classes,
+                    case.K,
+                    case.D,
+                    case.k_top,
+                    case.dtype,
+                    case.device,
+                    f"{ms:.1f}" if ms else "-",
+                    f"{esp / ms:.2f}x" if ms and esp else "-",
+                    f"{ms / t['floor']:.2f}" if ms and "floor" in t else "-",
+                    mem_s,
+                )
+            )
         if "floor" in t:
-            rows.append(("matmul floor", case.batch, case.classes, case.K, case.D, "-",
-                         "float32", case.device, f"{t['floor']:.1f}", "-", "1.00", "-"))
+            rows.append(
+                (
+                    "matmul floor",
+                    case.batch,
+                    case.classes,
+                    case.K,
+                    case.D,
+                    "-",
+                    "float32",
+                    case.device,
+                    f"{t['floor']:.1f}",
+                    "-",
+                    "1.00",
+                    "-",
+                )
+            )
     print()
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

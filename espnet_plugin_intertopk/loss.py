@@ -10,12 +10,13 @@ from espnet2.spk.loss.abs_loss import AbsLoss
 from typeguard import typechecked
 
 from espnet_plugin_intertopk.espnet_compat import loss_returns_tuple
-from espnet_plugin_intertopk.margin_softmax import (
-    GradientBuffer,
-    MarginConstants,
+from espnet_plugin_intertopk.kernels.backend import GradientBuffer
+from espnet_plugin_intertopk.kernels.function import (
     margin_softmax_cross_entropy,
     subcenter_argmax,
 )
+from espnet_plugin_intertopk.kernels.margins import MarginConstants
+from espnet_plugin_intertopk.kernels.selection import select_backend
 from espnet_plugin_intertopk.registration import register_loss
 
 # The reference scales the hard-negative margin with margin / 0.2.
@@ -63,11 +64,12 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
             a time for a memory-bounded path (extra memory ~ batch x chunk).
         compile_kernels: Compile native kernels at the first step of a process (same
             numbers as eager). On CPU the loss then runs in fused C++ kernels
-            (``cpu_kernels.cpp``, built once per machine with the C++ compiler and
-            ninja, about 30 s), dense or memory-bounded (with ``class_chunk_size``):
+            (``kernels/cpu_kernels.cpp``, built once per machine with the C++ compiler
+            and ninja, about 30 s), dense or memory-bounded (with ``class_chunk_size``):
             about 1.7x faster steps than eager at 18k classes, and the memory of the
             last weight gradient is reused when nothing holds it any more. On CUDA the
-            element-wise work is fused by ``torch.compile`` (Triton).
+            element-wise work is fused by ``torch.compile`` (Triton; not yet measured
+            on a GPU).
         check_values: Check label range and finiteness of the inputs: None (auto) on
             every call for CPU tensors and on the first call only on accelerators (no
             host-device sync per step); True on every call; False never.
@@ -97,7 +99,9 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if K > 256:
-            raise ValueError(f"K must be <= 256 (the sub-center index is one byte), got {K}")
+            raise ValueError(
+                f"K must be <= 256 (the sub-center index is one byte), got {K}"
+            )
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be finite and > 0, got {scale}")
         check_margin("margin", margin)
@@ -166,7 +170,9 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
 
     def _check_input(self, x: torch.Tensor, label: Optional[torch.Tensor]):
         if x.dim() != 2:
-            raise ValueError(f"input must be 2-D (batch, nout), got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"input must be 2-D (batch, nout), got shape {tuple(x.shape)}"
+            )
         if x.shape[1] != self.in_features:
             raise ValueError(
                 f"input has {x.shape[1]} features per row, nout is {self.in_features}"
@@ -188,7 +194,9 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
                 f"the input batch, got {tuple(label.shape)}"
             )
         if x.shape[0] == 0:
-            raise ValueError("the input batch is empty: the mean loss of no rows is undefined")
+            raise ValueError(
+                "the input batch is empty: the mean loss of no rows is undefined"
+            )
         auto = self.check_values is None and (
             x.device.type == "cpu" or not self._values_checked
         )
@@ -205,7 +213,10 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
 
     def forward(
         self, input: torch.Tensor, label: Optional[torch.Tensor] = None
-    ) -> Union[torch.Tensor, Tuple[Optional[torch.Tensor], Optional[torch.Tensor], torch.Tensor]]:
+    ) -> Union[
+        torch.Tensor,
+        Tuple[Optional[torch.Tensor], Optional[torch.Tensor], torch.Tensor],
+    ]:
         """Loss of a batch.
 
         Args:
@@ -222,14 +233,17 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
         with torch.autocast(device_type=input.device.type, enabled=False):
             xn = F.normalize(input.float(), dim=1)
             weight = self.weight.float()
+            backend = select_backend(
+                xn.device, self.class_chunk_size, self.compile_kernels
+            )
             if label is None:
-                preds = subcenter_argmax(
-                    xn, weight, self.constants(), self.class_chunk_size, self.compile_kernels
+                return (
+                    None,
+                    None,
+                    subcenter_argmax(xn, weight, self.constants(), backend),
                 )
-                return None, None, preds
             loss, preds = margin_softmax_cross_entropy(
-                xn, weight, label, self.constants(), self.class_chunk_size,
-                self.compile_kernels, self._grad_buffer,
+                xn, weight, label, self.constants(), backend, self._grad_buffer
             )
         if not self.return_accuracy:
             return loss

@@ -9,12 +9,17 @@ from typing import Dict, List
 
 import pytest
 
-from espnet_plugin_intertopk import synthetic_corpus
-from espnet_plugin_intertopk.kaldi_data import check_data_dir, write_shape_file
+from espnet_plugin_intertopk.kernels import fused_cpu
+from espnet_plugin_intertopk.recipe import synthetic_corpus
+from espnet_plugin_intertopk.recipe.kaldi_data import check_data_dir, write_shape_file
 
 
 def _cpu_compiler_problem() -> str:
-    """Why torch.compile cannot build CPU kernels on this machine ('' if it can)."""
+    """Why the fused C++ kernels or torch.compile cannot be built here ('' if they
+    can)."""
+    problem = fused_cpu.build_problem()
+    if problem:
+        return f"compile_kernels on CPU: {problem}"
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
 
@@ -24,8 +29,8 @@ def _cpu_compiler_problem() -> str:
     return ""
 
 
-# The compile_kernels tests run wherever Inductor finds a C++ compiler (it does on this
-# project's machines) and are reported as skipped, with the reason, where it does not.
+# The compile_kernels tests run wherever a C++ compiler and ninja are found (they are on
+# this project's machines) and are reported as skipped, with the reason, where not.
 _NO_CPU_COMPILER = _cpu_compiler_problem()
 needs_cpu_compiler = pytest.mark.skipif(
     bool(_NO_CPU_COMPILER), reason=_NO_CPU_COMPILER or "compiler found"
@@ -57,25 +62,53 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return root
 
 
-def train_command(corpus: Path, output_dir: Path, *extra: str, config: Path = TINY_CONFIG,
-                  module: str = "espnet_plugin_intertopk.bin.spk_train") -> List[str]:
+def train_command(
+    corpus: Path,
+    output_dir: Path,
+    *extra: str,
+    config: Path = TINY_CONFIG,
+    module: str = "espnet_plugin_intertopk.bin.spk_train",
+) -> List[str]:
     d = corpus
     return [
-        "-m", module, "--config", str(config), "--ngpu", "0",
-        "--use_preprocessor", "true", "--resume", "true", "--output_dir", str(output_dir),
-        "--train_data_path_and_name_and_type", f"{d}/train/wav.scp,speech,sound",
-        "--train_data_path_and_name_and_type", f"{d}/train/utt2spk,spk_labels,text",
-        "--train_shape_file", f"{d}/train_shape", "--fold_length", "120000",
-        "--valid_data_path_and_name_and_type", f"{d}/test/trial.scp,speech,sound",
-        "--valid_data_path_and_name_and_type", f"{d}/test/trial2.scp,speech2,sound",
-        "--valid_data_path_and_name_and_type", f"{d}/test/trial_label,spk_labels,text",
-        "--valid_shape_file", f"{d}/valid_shape", "--spk2utt", f"{d}/train/spk2utt",
-        "--spk_num", str(N_TRAIN_SPK), *extra,
+        "-m",
+        module,
+        "--config",
+        str(config),
+        "--ngpu",
+        "0",
+        "--use_preprocessor",
+        "true",
+        "--resume",
+        "true",
+        "--output_dir",
+        str(output_dir),
+        "--train_data_path_and_name_and_type",
+        f"{d}/train/wav.scp,speech,sound",
+        "--train_data_path_and_name_and_type",
+        f"{d}/train/utt2spk,spk_labels,text",
+        "--train_shape_file",
+        f"{d}/train_shape",
+        "--fold_length",
+        "120000",
+        "--valid_data_path_and_name_and_type",
+        f"{d}/test/trial.scp,speech,sound",
+        "--valid_data_path_and_name_and_type",
+        f"{d}/test/trial2.scp,speech2,sound",
+        "--valid_data_path_and_name_and_type",
+        f"{d}/test/trial_label,spk_labels,text",
+        "--valid_shape_file",
+        f"{d}/valid_shape",
+        "--spk2utt",
+        f"{d}/train/spk2utt",
+        "--spk_num",
+        str(N_TRAIN_SPK),
+        *extra,
     ]
 
 
 def run_python(args: List[str], launcher: List[str] = None, timeout: int = 300) -> str:
-    """Run ``python <args>`` (or ``<launcher> <args>``); return its log, fail with it."""
+    """Run ``python <args>`` (or ``<launcher> <args>``); return its log or fail."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = (launcher or [sys.executable]) + args
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)

@@ -9,16 +9,23 @@ from pathlib import Path
 import pytest
 import torch
 
+from espnet_plugin_intertopk.train.margin_scheduler import ExpMarginScheduler
+
 from conftest import epoch_results, needs_cpu_compiler, run_python, train, train_command
-from espnet_plugin_intertopk.margin_scheduler import ExpMarginScheduler
 
 SCHEDULE = [
-    "--margin_scheduler", "exp",
-    "--margin_scheduler_conf", "initial_margin=0.0",
-    "--margin_scheduler_conf", "final_margin=0.2",
-    "--margin_scheduler_conf", "increase_start_epoch=1",
-    "--margin_scheduler_conf", "fix_start_epoch=3",
-    "--margin_scheduler_conf", "update_per=iteration",
+    "--margin_scheduler",
+    "exp",
+    "--margin_scheduler_conf",
+    "initial_margin=0.0",
+    "--margin_scheduler_conf",
+    "final_margin=0.2",
+    "--margin_scheduler_conf",
+    "increase_start_epoch=1",
+    "--margin_scheduler_conf",
+    "fix_start_epoch=3",
+    "--margin_scheduler_conf",
+    "update_per=iteration",
 ]
 PLUGIN_REPR = "ArcMarginProduct_intertopk_subcenter(nout=32, nclasses=6"
 
@@ -52,8 +59,14 @@ def scheduled_runs(tiny_corpus, tmp_path_factory):
     log_first = train(tiny_corpus, split, *SCHEDULE, "--max_epoch", "2")
     first_stats = reporter_stats(split)
     log_resumed = train(tiny_corpus, split, *SCHEDULE, "--max_epoch", "3")
-    return dict(whole=whole, split=split, log_whole=log_whole, log_first=log_first,
-                log_resumed=log_resumed, first_stats=first_stats)
+    return dict(
+        whole=whole,
+        split=split,
+        log_whole=log_whole,
+        log_first=log_first,
+        log_resumed=log_resumed,
+        first_stats=first_stats,
+    )
 
 
 def test_plugin_loss_trains_and_resumes(tiny_corpus, tmp_path):
@@ -79,8 +92,14 @@ def test_compiled_kernels_train_like_eager(tiny_corpus, tmp_path):
     """``loss_conf: compile_kernels: true`` through ESPnet's trainer: the same epoch as
     the eager kernels, to float32 rounding."""
     eager = epoch_results(train(tiny_corpus, tmp_path / "eager", "--max_epoch", "1"))[1]
-    log = train(tiny_corpus, tmp_path / "compiled", "--max_epoch", "1",
-                "--loss_conf", "compile_kernels=true")
+    log = train(
+        tiny_corpus,
+        tmp_path / "compiled",
+        "--max_epoch",
+        "1",
+        "--loss_conf",
+        "compile_kernels=true",
+    )
     compiled = epoch_results(log)[1]
     config = (tmp_path / "compiled" / "config.yaml").read_text()
     assert "compile_kernels: true" in config
@@ -95,8 +114,9 @@ def test_model_rebuilt_from_files_uses_the_plugin_class(tiny_corpus, tmp_path):
     exp = tmp_path / "exp"
     train(tiny_corpus, exp, "--max_epoch", "1")
     code = (
-        "from espnet_plugin_intertopk.task import IntertopkSpeakerTask as T; "
-        f"m, _ = T.build_model_from_file('{exp}/config.yaml', '{exp}/1epoch.pth', 'cpu'); "
+        "from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask as T; "
+        "m, _ = T.build_model_from_file("
+        f"'{exp}/config.yaml', '{exp}/1epoch.pth', 'cpu'); "
         "print('LOSS_MODULE', type(m.loss).__module__)"
     )
     assert "LOSS_MODULE espnet_plugin_intertopk.loss" in run_python(["-c", code])
@@ -120,15 +140,28 @@ def test_resumed_run_equals_uninterrupted_run(scheduled_runs):
     a, b = reporter_stats(whole), reporter_stats(split)
     for epoch in (1, 2, 3):
         assert a[epoch]["train"]["margin"] == b[epoch]["train"]["margin"]
-    assert torch.equal(loss_weight(whole / "3epoch.pth"), loss_weight(split / "3epoch.pth"))
+    assert torch.equal(
+        loss_weight(whole / "3epoch.pth"), loss_weight(split / "3epoch.pth")
+    )
 
 
-def test_large_margin_finetuning_starts_from_the_trained_model(scheduled_runs, tiny_corpus, tmp_path):
+def test_large_margin_finetuning_starts_from_the_trained_model(
+    scheduled_runs, tiny_corpus, tmp_path
+):
     trained = scheduled_runs["whole"] / "valid.eer.best.pth"
     lm_args = [
-        "--loss_conf", "do_lm=true", "--loss_conf", "margin=0.5",
-        "--margin_scheduler", "constant", "--margin_scheduler_conf", "margin=0.5",
-        "--optim_conf", "lr=0.000001", "--max_epoch", "1",
+        "--loss_conf",
+        "do_lm=true",
+        "--loss_conf",
+        "margin=0.5",
+        "--margin_scheduler",
+        "constant",
+        "--margin_scheduler_conf",
+        "margin=0.5",
+        "--optim_conf",
+        "lr=0.000001",
+        "--max_epoch",
+        "1",
     ]
     log = train(tiny_corpus, tmp_path / "lm", *lm_args, "--init_param", str(trained))
     assert "k_top=0" in log and "do_lm=True" in log
@@ -151,19 +184,35 @@ def test_scheduler_with_a_loss_without_update_fails_at_startup(tiny_corpus, tmp_
 def test_two_rank_cpu_training_with_torchrun(tiny_corpus, tmp_path):
     exp = tmp_path / "ddp"
     args = train_command(
-        tiny_corpus, exp, *SCHEDULE, "--max_epoch", "2", "--multiprocessing_distributed",
-        "false", "--dist_backend", "gloo",
+        tiny_corpus,
+        exp,
+        *SCHEDULE,
+        "--max_epoch",
+        "2",
+        "--multiprocessing_distributed",
+        "false",
+        "--dist_backend",
+        "gloo",
     )
     with socket.socket() as s:  # a free port for the rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_addr", "127.0.0.1", "--master_port", str(port)]
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+    ]
     log = run_python(args, launcher=launcher)
     epochs = epoch_results(log)
     assert sorted(epochs) == [1, 2]
     assert all(0.0 <= epochs[e]["valid/eer"] <= 100.0 for e in epochs)
-    lines = [l for l in log.splitlines() if "margin per rank" in l]
+    lines = [line for line in log.splitlines() if "margin per rank" in line]
     assert len(lines) == 2
     for line in lines:
         rows = ast.literal_eval(line.split("margin per rank (steps, mean, last): ")[1])

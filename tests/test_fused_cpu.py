@@ -1,4 +1,4 @@
-"""The fused CPU kernels (compile_kernels on CPU; dense and memory-bounded modes) against
+"""The fused CPU kernels (compile_kernels on CPU; dense and memory-bounded) against
 the float64 reference, across tile sizes and thread counts, and their reuse of the
 weight-gradient memory."""
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from espnet_plugin_intertopk import ArcMarginProduct_intertopk_subcenter as PluginLoss
-from espnet_plugin_intertopk import fused_cpu
+from espnet_plugin_intertopk.kernels import fused_cpu
 
 from conftest import needs_cpu_compiler
 from test_loss import RTOL, build, loss_and_grads, random_configs, reference_of, rel_err
@@ -14,12 +14,42 @@ from test_loss import RTOL, build, loss_and_grads, random_configs, reference_of,
 pytestmark = needs_cpu_compiler
 
 CONFIGS = [
-    dict(B=40, nclasses=300, nout=24, K=3, k_top=5, margin=0.2, mp=0.06,
-         easy_margin=False, do_lm=False, scale=32.0),
-    dict(B=9, nclasses=37, nout=8, K=4, k_top=6, margin=0.45, mp=0.1,
-         easy_margin=True, do_lm=False, scale=16.0),
-    dict(B=17, nclasses=120, nout=16, K=1, k_top=0, margin=0.3, mp=0.0,
-         easy_margin=False, do_lm=True, scale=64.0),
+    dict(
+        B=40,
+        nclasses=300,
+        nout=24,
+        K=3,
+        k_top=5,
+        margin=0.2,
+        mp=0.06,
+        easy_margin=False,
+        do_lm=False,
+        scale=32.0,
+    ),
+    dict(
+        B=9,
+        nclasses=37,
+        nout=8,
+        K=4,
+        k_top=6,
+        margin=0.45,
+        mp=0.1,
+        easy_margin=True,
+        do_lm=False,
+        scale=16.0,
+    ),
+    dict(
+        B=17,
+        nclasses=120,
+        nout=16,
+        K=1,
+        k_top=0,
+        margin=0.3,
+        mp=0.0,
+        easy_margin=False,
+        do_lm=True,
+        scale=64.0,
+    ),
 ] + [c | dict(B=c["B"] + 5) for c in random_configs(3, seed=11)]
 
 
@@ -33,7 +63,9 @@ def threads(request):
 
 @pytest.mark.parametrize("chunk", [None, 50], ids=["dense", "recompute"])
 @pytest.mark.parametrize("tile", [7, 256])
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"C{c['nclasses']}K{c['K']}k{c['k_top']}")
+@pytest.mark.parametrize(
+    "cfg", CONFIGS, ids=lambda c: f"C{c['nclasses']}K{c['K']}k{c['k_top']}"
+)
 def test_fused_matches_reference(cfg, tile, chunk, threads, monkeypatch):
     """Several tiles with a short last one (tile 7) or one tile; one or two threads,
     whose running maxima and top-k candidates the Python side merges; best and arg kept
@@ -43,7 +75,9 @@ def test_fused_matches_reference(cfg, tile, chunk, threads, monkeypatch):
     ref = reference_of(plugin, cfg, x, y)
     for got, want in zip(loss_and_grads(plugin, x, y), ref):
         assert rel_err(got, want) < RTOL
-    eager = PluginLoss(**{k: v for k, v in cfg.items() if k != "B"}, return_accuracy=True)
+    eager = PluginLoss(
+        **{k: v for k, v in cfg.items() if k != "B"}, return_accuracy=True
+    )
     eager.weight.data.copy_(plugin.weight.data)
     assert torch.equal(plugin(x, y)[2], eager(x, y)[2])
     assert torch.equal(plugin(x)[2], eager(x)[2])  # predictions without labels

@@ -4,13 +4,15 @@ import math
 
 import pytest
 
-from espnet_plugin_intertopk.margin_scheduler import (
+from espnet_plugin_intertopk.train.margin_scheduler import (
     ConstantMarginScheduler,
     ExpMarginScheduler,
     LinearMarginScheduler,
 )
 
-RAMP = dict(initial_margin=0.0, final_margin=0.2, increase_start_epoch=2, fix_start_epoch=6)
+RAMP = dict(
+    initial_margin=0.0, final_margin=0.2, increase_start_epoch=2, fix_start_epoch=6
+)
 
 
 def test_constant():
@@ -31,8 +33,15 @@ def test_linear_per_epoch(epoch, expected):
 @pytest.mark.parametrize(
     "epoch, expected",
     # 0.2 * (1 - 0.001 ** t) with t = 0, 1/4, 1/2, 3/4.
-    [(1, 0.0), (2, 0.0), (3, 0.2 * (1 - 0.1778279410)), (4, 0.2 * (1 - 0.0316227766)),
-     (5, 0.2 * (1 - 0.0056234133)), (6, 0.2), (7, 0.2)],
+    [
+        (1, 0.0),
+        (2, 0.0),
+        (3, 0.2 * (1 - 0.1778279410)),
+        (4, 0.2 * (1 - 0.0316227766)),
+        (5, 0.2 * (1 - 0.0056234133)),
+        (6, 0.2),
+        (7, 0.2),
+    ],
 )
 def test_exp_per_epoch(epoch, expected):
     s = ExpMarginScheduler(**RAMP, update_per="epoch")
@@ -61,11 +70,17 @@ def test_per_iteration(epoch, iteration, expected_linear, t):
 
 
 def test_ramp_with_nonzero_initial_margin_and_no_ramp():
-    s = LinearMarginScheduler(initial_margin=0.1, final_margin=0.3, increase_start_epoch=1,
-                              fix_start_epoch=3, update_per="epoch")
+    s = LinearMarginScheduler(
+        initial_margin=0.1,
+        final_margin=0.3,
+        increase_start_epoch=1,
+        fix_start_epoch=3,
+        update_per="epoch",
+    )
     assert [s.margin(e) for e in (1, 2, 3)] == pytest.approx([0.1, 0.2, 0.3])
-    jump = ExpMarginScheduler(initial_margin=0.0, final_margin=0.2, increase_start_epoch=3,
-                              fix_start_epoch=3)
+    jump = ExpMarginScheduler(
+        initial_margin=0.0, final_margin=0.2, increase_start_epoch=3, fix_start_epoch=3
+    )
     assert [jump.margin(e, 4, 5) for e in (2, 3)] == [0.0, 0.2]
 
 

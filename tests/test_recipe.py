@@ -28,17 +28,38 @@ def recipe(tmp_path) -> Path:
 
 def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(["bash", str(recipe / "run.sh"), "--python", sys.executable, *args],
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        ["bash", str(recipe / "run.sh"), "--python", sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 SHRUNKEN = [
-    "--n_train_speakers", "5", "--n_test_speakers", "3", "--utts_per_speaker", "5",
-    "--test_utts_per_speaker", "4", "--n_trials", "30",
-    "--train_config", str(TINY_CONFIG), "--train_args", "--max_epoch 1",
-    "--lm_config", str(TINY_CONFIG),
-    "--lm_args", "--max_epoch 1 --loss_conf do_lm=true --margin_scheduler constant",
-    "--extract_num_eval", "2", "--extract_duration", "1.0",
+    "--n_train_speakers",
+    "5",
+    "--n_test_speakers",
+    "3",
+    "--utts_per_speaker",
+    "5",
+    "--test_utts_per_speaker",
+    "4",
+    "--n_trials",
+    "30",
+    "--train_config",
+    str(TINY_CONFIG),
+    "--train_args",
+    "--max_epoch 1",
+    "--lm_config",
+    str(TINY_CONFIG),
+    "--lm_args",
+    "--max_epoch 1 --loss_conf do_lm=true --margin_scheduler constant",
+    "--extract_num_eval",
+    "2",
+    "--extract_duration",
+    "1.0",
 ]
 
 
@@ -48,16 +69,26 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
     assert proc.returncode == 0, log[-5000:]
     for stage in range(1, 7):
         assert f"stage {stage}:" in log
-    for f in ("data/train/category2utt", "dump/train_shape", "dump/valid_shape",
-              "exp/aamsoftmax_sc_topk/valid.eer.best.pth",
-              "exp/aamsoftmax_sc_topk_lm/valid.eer.best.pth",
-              "exp/aamsoftmax_sc_topk/embed/test_embeddings.npz",
-              "exp/aamsoftmax_sc_topk_lm/embed/test_embeddings.npz"):
+    for f in (
+        "data/train/category2utt",
+        "dump/train_shape",
+        "dump/valid_shape",
+        "exp/aamsoftmax_sc_topk/valid.eer.best.pth",
+        "exp/aamsoftmax_sc_topk_lm/valid.eer.best.pth",
+        "exp/aamsoftmax_sc_topk/embed/test_embeddings.npz",
+        "exp/aamsoftmax_sc_topk_lm/embed/test_embeddings.npz",
+    ):
         assert (recipe / f).exists(), f
     assert "k_top=0" in (recipe / "exp/aamsoftmax_sc_topk_lm/train.log").read_text()
-    rows = [l for l in (recipe / "RESULTS.md").read_text().splitlines()
-            if l.startswith("| aamsoftmax")]
-    assert [r.split("|")[1].strip() for r in rows] == ["aamsoftmax_sc_topk", "aamsoftmax_sc_topk_lm"]
+    rows = [
+        line
+        for line in (recipe / "RESULTS.md").read_text().splitlines()
+        if line.startswith("| aamsoftmax")
+    ]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "aamsoftmax_sc_topk",
+        "aamsoftmax_sc_topk_lm",
+    ]
     for row in rows:
         eer, dcf5, dcf1 = (float(v) for v in row.split("|")[2:5])
         assert all(math.isfinite(v) for v in (eer, dcf5, dcf1))
@@ -79,7 +110,9 @@ def test_user_data_dir_without_a_required_file_is_named(recipe, tmp_path):
     (train / "utt2spk").write_text("u1 s1\n")
     for name in ("wav.scp", "trial.scp", "trial2.scp", "trial_label"):
         (test / name).write_text("")
-    proc = run(recipe, "--stop_stage", "1", "--train_dir", str(train), "--test_dir", str(test))
+    proc = run(
+        recipe, "--stop_stage", "1", "--train_dir", str(train), "--test_dir", str(test)
+    )
     assert proc.returncode != 0
     assert "spk2utt" in proc.stderr and "missing" in proc.stderr
 

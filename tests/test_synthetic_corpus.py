@@ -5,11 +5,18 @@ from pathlib import Path
 
 import pytest
 
-from espnet_plugin_intertopk import synthetic_corpus
-from espnet_plugin_intertopk.kaldi_data import DataDirError, check_data_dir
+from espnet_plugin_intertopk.recipe import synthetic_corpus
+from espnet_plugin_intertopk.recipe.kaldi_data import DataDirError, check_data_dir
 
-SMALL = dict(n_train_speakers=4, n_test_speakers=3, utts_per_speaker=3,
-             test_utts_per_speaker=4, n_trials=24, min_duration=0.5, max_duration=0.8)
+SMALL = dict(
+    n_train_speakers=4,
+    n_test_speakers=3,
+    utts_per_speaker=3,
+    test_utts_per_speaker=4,
+    n_trials=24,
+    min_duration=0.5,
+    max_duration=0.8,
+)
 
 
 def read_map(path: Path):
@@ -91,8 +98,15 @@ def test_cli_skips_an_existing_corpus(corpus, capsys):
     assert digest(corpus) == before
 
 
-@pytest.mark.parametrize("kind, missing", [("train", "utt2spk"), ("train", "spk2utt"),
-                                           ("test", "trial_label"), ("test", "trial2.scp")])
+@pytest.mark.parametrize(
+    "kind, missing",
+    [
+        ("train", "utt2spk"),
+        ("train", "spk2utt"),
+        ("test", "trial_label"),
+        ("test", "trial2.scp"),
+    ],
+)
 def test_missing_file_is_named(corpus, tmp_path, kind, missing):
     import shutil
 
@@ -108,9 +122,17 @@ def test_audio_is_finite_and_not_clipped(tmp_path):
     from scipy.io import wavfile
 
     # Many voices and long utterances: every random filter must stay stable.
-    synthetic_corpus.generate(tmp_path, n_train_speakers=40, n_test_speakers=2,
-                              utts_per_speaker=4, test_utts_per_speaker=2, n_trials=2,
-                              min_duration=0.3, max_duration=3.0, seed=3)
+    synthetic_corpus.generate(
+        tmp_path,
+        n_train_speakers=40,
+        n_test_speakers=2,
+        utts_per_speaker=4,
+        test_utts_per_speaker=2,
+        n_trials=2,
+        min_duration=0.3,
+        max_duration=3.0,
+        seed=3,
+    )
     for wav in (tmp_path / "wav").glob("*.wav"):
         rate, pcm = wavfile.read(wav)
         peak = np.abs(pcm.astype(np.int32)).max()

@@ -9,9 +9,10 @@ import torch
 from espnet2.train.distributed_utils import DistributedOption
 from espnet2.train.reporter import Reporter
 
+from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
+from espnet_plugin_intertopk.train.trainer import MarginSchedulingSpkTrainer
+
 from conftest import TINY_CONFIG
-from espnet_plugin_intertopk.task import IntertopkSpeakerTask
-from espnet_plugin_intertopk.trainer import MarginSchedulingSpkTrainer
 
 N_SPK = 4
 
@@ -20,8 +21,17 @@ def build(tmp_path, *extra):
     spk2utt = tmp_path / "spk2utt"
     spk2utt.write_text("".join(f"s{i} u{i}\n" for i in range(N_SPK)))
     args = IntertopkSpeakerTask.get_parser().parse_args(
-        ["--config", str(TINY_CONFIG), "--spk_num", str(N_SPK), "--spk2utt", str(spk2utt),
-         "--output_dir", str(tmp_path), *extra]
+        [
+            "--config",
+            str(TINY_CONFIG),
+            "--spk_num",
+            str(N_SPK),
+            "--spk2utt",
+            str(spk2utt),
+            "--output_dir",
+            str(tmp_path),
+            *extra,
+        ]
     )
     torch.manual_seed(0)
     model = IntertopkSpeakerTask.build_model(args)
@@ -37,8 +47,12 @@ def batches(n, nan_at=None):
         speech = torch.randn(4, 8000, generator=g)
         if i == nan_at:
             speech[1] = float("nan")
-        out.append(([f"u{j}" for j in range(4)],
-                    {"speech": speech, "spk_labels": torch.arange(4).unsqueeze(1)}))
+        out.append(
+            (
+                [f"u{j}" for j in range(4)],
+                {"speech": speech, "spk_labels": torch.arange(4).unsqueeze(1)},
+            )
+        )
     return out
 
 
@@ -47,8 +61,14 @@ def one_epoch(model, optim, options, data, epoch=1):
     reporter.set_epoch(epoch)
     with reporter.observe("train") as sub:
         MarginSchedulingSpkTrainer.train_one_epoch(
-            model=model, iterator=data, optimizers=[optim], schedulers=[None], scaler=None,
-            reporter=sub, summary_writer=None, options=options,
+            model=model,
+            iterator=data,
+            optimizers=[optim],
+            schedulers=[None],
+            scaler=None,
+            reporter=sub,
+            summary_writer=None,
+            options=options,
             distributed_option=DistributedOption(),
         )
     return reporter
@@ -56,8 +76,13 @@ def one_epoch(model, optim, options, data, epoch=1):
 
 def test_margin_is_set_before_every_step_and_reported(tmp_path):
     model, optim, options = build(
-        tmp_path, "--margin_scheduler", "linear", "--margin_scheduler_conf",
-        "increase_start_epoch=1", "--margin_scheduler_conf", "fix_start_epoch=2",
+        tmp_path,
+        "--margin_scheduler",
+        "linear",
+        "--margin_scheduler_conf",
+        "increase_start_epoch=1",
+        "--margin_scheduler_conf",
+        "fix_start_epoch=2",
     )
     seen = []
     original = model.loss.update
@@ -80,13 +105,18 @@ def test_non_finite_embeddings_do_not_touch_the_weights(tmp_path, caplog):
     batch gives a non-finite gradient norm and ESPnet's trainer skips the update."""
     model, optim, options = build(tmp_path, "--loss_conf", "check_values=false")
     one_epoch(model, optim, options, batches(1))  # a normal step first
-    before = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    before = {
+        k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()
+    }
     with caplog.at_level(logging.WARNING):
         one_epoch(model, optim, options, batches(1, nan_at=0), epoch=2)
     assert "Skipping updating the model" in caplog.text
     after = model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in ("loss.weight",) + tuple(
-        k for k in before if k.startswith("projector")))
+    assert all(
+        torch.equal(before[k], after[k])
+        for k in ("loss.weight",)
+        + tuple(k for k in before if k.startswith("projector"))
+    )
     assert all(torch.isfinite(v).all() for v in before.values())
 
 

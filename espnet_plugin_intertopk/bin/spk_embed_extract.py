@@ -1,10 +1,12 @@
 """``python -m espnet_plugin_intertopk.bin.spk_embed_extract``: ESPnet's embedding
 extraction, with the plugin's losses registered so that a model trained with them is
-rebuilt with the plugin classes. Takes every option of ``espnet2.bin.spk_embed_extract``.
+rebuilt with the plugin classes. Takes every option of
+``espnet2.bin.spk_embed_extract``.
 """
 
-import espnet_plugin_intertopk  # noqa: F401  (registers the plugin losses)
 from espnet2.bin.spk_embed_extract import get_parser, main
+
+import espnet_plugin_intertopk  # noqa: F401  (registers the plugin losses)
 
 __all__ = ["get_parser", "main"]
 

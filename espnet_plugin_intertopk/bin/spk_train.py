@@ -1,10 +1,11 @@
-"""``python -m espnet_plugin_intertopk.bin.spk_train``: ESPnet's spk_train with the plugin.
+"""``python -m espnet_plugin_intertopk.bin.spk_train``: ESPnet's spk_train, plugin
+registered.
 
 Takes every option of ``python -m espnet2.bin.spk_train`` (``--print_config``
 included), plus ``--margin_scheduler`` and ``--margin_scheduler_conf``.
 """
 
-from espnet_plugin_intertopk.task import IntertopkSpeakerTask
+from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
 
 
 def get_parser():

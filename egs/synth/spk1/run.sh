@@ -86,8 +86,8 @@ fi
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     log "stage 2: shape files"
     mkdir -p dump
-    ${python} -m espnet_plugin_intertopk.kaldi_data shape data/train/wav.scp dump/train_shape
-    ${python} -m espnet_plugin_intertopk.kaldi_data shape data/test/trial.scp dump/valid_shape
+    ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape data/train/wav.scp dump/train_shape
+    ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape data/test/trial.scp dump/valid_shape
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
@@ -131,7 +131,7 @@ fi
 
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     log "stage 6: scoring every model under ${expdir}/ -> ${results}"
-    ${python} -m espnet_plugin_intertopk.scoring --trial_label data/test/trial_label \
+    ${python} -m espnet_plugin_intertopk.recipe.scoring --trial_label data/test/trial_label \
         --results "${results}" "${expdir}"/*/embed/test_embeddings.npz
 fi
 log "done"

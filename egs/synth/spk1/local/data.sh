@@ -29,7 +29,7 @@ for name in n_train_speakers n_test_speakers utts_per_speaker test_utts_per_spea
 done
 
 if [ -z "${train_dir}" ] && [ -z "${test_dir}" ]; then
-    ${python} -m espnet_plugin_intertopk.synthetic_corpus "${corpus_dir}" "${corpus_args[@]}"
+    ${python} -m espnet_plugin_intertopk.recipe.synthetic_corpus "${corpus_dir}" "${corpus_args[@]}"
     train_dir="${corpus_dir}/train"
     test_dir="${corpus_dir}/test"
 elif [ -z "${train_dir}" ] || [ -z "${test_dir}" ]; then
@@ -37,8 +37,8 @@ elif [ -z "${train_dir}" ] || [ -z "${test_dir}" ]; then
     exit 1
 fi
 
-${python} -m espnet_plugin_intertopk.kaldi_data check train "${train_dir}"
-${python} -m espnet_plugin_intertopk.kaldi_data check test "${test_dir}"
+${python} -m espnet_plugin_intertopk.recipe.kaldi_data check train "${train_dir}"
+${python} -m espnet_plugin_intertopk.recipe.kaldi_data check test "${test_dir}"
 mkdir -p data
 for pair in "train:${train_dir}" "test:${test_dir}"; do
     name="${pair%%:*}"; src="${pair#*:}"

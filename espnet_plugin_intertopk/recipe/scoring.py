@@ -1,6 +1,6 @@
 """Cosine scoring of trial lists, EER and minDCF with ESPnet's helpers, RESULTS.md.
 
-``python -m espnet_plugin_intertopk.scoring --trial_label data/test/trial_label
+``python -m espnet_plugin_intertopk.recipe.scoring --trial_label data/test/trial_label
 --results RESULTS.md exp/a/embed/test_embeddings.npz exp/b/embed/test_embeddings.npz``
 writes one Markdown table row per embeddings file (named after its experiment).
 """
@@ -25,7 +25,9 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def score_trials(embeddings: Dict[str, np.ndarray], trial_label: Path) -> Tuple[np.ndarray, np.ndarray]:
+def score_trials(
+    embeddings: Dict[str, np.ndarray], trial_label: Path
+) -> Tuple[np.ndarray, np.ndarray]:
     """Cosine score and 0/1 label of every trial ``uttA*uttB label``."""
     unit = {k: _unit(v) for k, v in embeddings.items()}
     scores, labels = [], []
@@ -47,16 +49,31 @@ def error_rates(scores: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
 
 
 def results_table(rows: List[Tuple[str, Dict[str, float]]], n_trials: int) -> str:
-    head = "| model | EER (%) | " + " | ".join(f"minDCF (p={p})" for p in P_TARGETS) + " |"
+    head = (
+        "| model | EER (%) | " + " | ".join(f"minDCF (p={p})" for p in P_TARGETS) + " |"
+    )
     sep = "|---|---:|" + "---:|" * len(P_TARGETS)
     body = [
-        f"| {name} | {r['eer']:.2f} | " + " | ".join(f"{r[f'mindcf@{p}']:.4f}" for p in P_TARGETS) + " |"
+        f"| {name} | {r['eer']:.2f} | "
+        + " | ".join(f"{r[f'mindcf@{p}']:.4f}" for p in P_TARGETS)
+        + " |"
         for name, r in rows
     ]
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    cpu = platform.processor() or platform.machine()
     return "\n".join(
-        ["# RESULTS", "", f"- date: {stamp}", f"- machine: {platform.node()} ({platform.processor() or platform.machine()})",
-         f"- trials: {n_trials}, cosine scoring", "", head, sep, *body, ""]
+        [
+            "# RESULTS",
+            "",
+            f"- date: {stamp}",
+            f"- machine: {platform.node()} ({cpu})",
+            f"- trials: {n_trials}, cosine scoring",
+            "",
+            head,
+            sep,
+            *body,
+            "",
+        ]
     )
 
 
@@ -67,9 +84,13 @@ def experiment_name(npz: Path) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("embeddings", nargs="+", type=Path, help="<set>_embeddings.npz files")
+    parser.add_argument(
+        "embeddings", nargs="+", type=Path, help="<set>_embeddings.npz files"
+    )
     parser.add_argument("--trial_label", type=Path, required=True)
-    parser.add_argument("--results", type=Path, required=True, help="Markdown file to write")
+    parser.add_argument(
+        "--results", type=Path, required=True, help="Markdown file to write"
+    )
     args = parser.parse_args(argv)
     rows = []
     for npz in args.embeddings:

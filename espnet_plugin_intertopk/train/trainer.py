@@ -17,7 +17,7 @@ from espnet2.train import spk_trainer
 from espnet2.train.spk_trainer import SpkTrainer
 from espnet2.train.trainer import TrainerOptions
 
-from espnet_plugin_intertopk.margin_scheduler import (
+from espnet_plugin_intertopk.train.margin_scheduler import (
     AbsMarginScheduler,
     margin_scheduler_choices,
 )
@@ -29,7 +29,7 @@ class MarginTrainerOptions(TrainerOptions):
 
 
 def build_margin_scheduler(args) -> Optional[AbsMarginScheduler]:
-    """The scheduler that ``--margin_scheduler``/``--margin_scheduler_conf`` describe."""
+    """The scheduler ``--margin_scheduler``/``--margin_scheduler_conf`` describe."""
     name = getattr(args, "margin_scheduler", None)
     if name is None:
         return None
@@ -49,7 +49,11 @@ def _iterations_in(iterator, options) -> Optional[int]:
 
 
 def scheduled_batches(
-    iterator: Iterable, scheduler: AbsMarginScheduler, loss, reporter, options,
+    iterator: Iterable,
+    scheduler: AbsMarginScheduler,
+    loss,
+    reporter,
+    options,
     used: List[float],
 ) -> Iterator:
     """Yield the batches of ``iterator``, setting the loss margin before each one.
@@ -72,9 +76,12 @@ def _log_margins_of_all_ranks(used: List[float], device: torch.device) -> None:
     loss on each rank)."""
     summary = torch.tensor(
         [len(used), sum(used) / max(len(used), 1), used[-1] if used else float("nan")],
-        dtype=torch.float64, device=device,
+        dtype=torch.float64,
+        device=device,
     )
-    gathered = [torch.zeros_like(summary) for _ in range(torch.distributed.get_world_size())]
+    gathered = [
+        torch.zeros_like(summary) for _ in range(torch.distributed.get_world_size())
+    ]
     torch.distributed.all_gather(gathered, summary)
     rows = [tuple(round(float(v), 10) for v in g) for g in gathered]
     logging.info(f"margin per rank (steps, mean, last): {rows}")
@@ -107,16 +114,30 @@ class MarginSchedulingSpkTrainer(SpkTrainer):
     def build_options(cls, args) -> MarginTrainerOptions:
         base = super().build_options(args)
         values = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
-        return MarginTrainerOptions(**values, margin_scheduler=build_margin_scheduler(args))
+        return MarginTrainerOptions(
+            **values, margin_scheduler=build_margin_scheduler(args)
+        )
 
     @classmethod
-    def train_one_epoch(cls, model, iterator, optimizers, schedulers, scaler, reporter,
-                        summary_writer, options, distributed_option) -> bool:
+    def train_one_epoch(
+        cls,
+        model,
+        iterator,
+        optimizers,
+        schedulers,
+        scaler,
+        reporter,
+        summary_writer,
+        options,
+        distributed_option,
+    ) -> bool:
         scheduler = getattr(options, "margin_scheduler", None)
         used: List[float] = []
         if scheduler is not None:
             loss = unwrap_model(model).loss
-            iterator = scheduled_batches(iterator, scheduler, loss, reporter, options, used)
+            iterator = scheduled_batches(
+                iterator, scheduler, loss, reporter, options, used
+            )
         all_invalid = super().train_one_epoch(
             model=model,
             iterator=iterator,
@@ -129,7 +150,9 @@ class MarginSchedulingSpkTrainer(SpkTrainer):
             distributed_option=distributed_option,
         )
         if scheduler is not None and distributed_option.distributed:
-            _log_margins_of_all_ranks(used, next(unwrap_model(model).parameters()).device)
+            _log_margins_of_all_ranks(
+                used, next(unwrap_model(model).parameters()).device
+            )
         return all_invalid
 
     @classmethod
@@ -140,4 +163,6 @@ class MarginSchedulingSpkTrainer(SpkTrainer):
                 return super().validate_one_epoch(
                     model, iterator, reporter, options, distributed_option
                 )
-        return super().validate_one_epoch(model, iterator, reporter, options, distributed_option)
+        return super().validate_one_epoch(
+            model, iterator, reporter, options, distributed_option
+        )

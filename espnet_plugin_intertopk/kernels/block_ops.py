@@ -1,20 +1,19 @@
-"""Element-wise work on one block of classes: eager, or fused by ``torch.compile``.
+"""Element-wise work on one block of classes (the block backend's operations).
 
-A training step of the loss is three matrix products plus element-wise work on
-(batch x classes) arrays: the maximum over sub-centers, the target mask, the per-block
-log-sum-exp statistics, the softmax gradient and its routing back to the winning
-sub-center, and the normalisation backward of the weight. Each of the three steps below exists twice:
+The element-wise work of a block: the maximum over sub-centers, the target mask, the
+per-block log-sum-exp statistics, the softmax gradient and its routing back to the
+winning sub-center, and the normalisation backward of the weight. Each of the three
+operations exists twice, because what is fast differs:
 
 * ``*_eager``: written for eager PyTorch, in place wherever possible (each out-of-place
   op allocates and faults in a fresh (batch x block) array); the default.
-* the plain name: the same maths written for ``torch.compile`` (Inductor: C++/OpenMP on
-  CPU, Triton on CUDA), which fuses each function into one or two passes over memory.
-  Chosen with the loss's ``compile_kernels: true`` on CUDA (on CPU that option runs the
-  fused C++ kernels of :mod:`fused_cpu` instead; the tests run these there too); the
-  first step of a process then compiles for some seconds.
+* the plain name: the same maths written for ``torch.compile`` (Inductor: Triton on
+  CUDA, C++/OpenMP on CPU), which fuses each function into one or two passes over
+  memory. Out-of-place on purpose: in-place and ``out=`` code is what eager needs and
+  what the compiler has to undo. Used with ``compile_kernels: true`` on accelerators.
 
 Both give the same numbers to float32 rounding; the tests hold both to the float64
-reference.
+reference (the compiled ones on CPU).
 """
 
 from typing import Callable, NamedTuple, Optional, Tuple
@@ -50,9 +49,12 @@ def forward_block(
         best = torch.where(better, cand, best)
         arg = torch.where(better, k, arg)
     column = torch.arange(best.shape[1], device=best.device)
-    best = torch.where(column.unsqueeze(0) == local_target.unsqueeze(1), float("-inf"), best)
+    best = torch.where(
+        column.unsqueeze(0) == local_target.unsqueeze(1), float("-inf"), best
+    )
     row_best, row_idx = best.max(1)
-    # A finite floor instead of -inf keeps the merge of the blocks' sums free of inf - inf.
+    # A finite floor instead of -inf keeps the merge of the blocks' sums free of
+    # inf - inf.
     row_max = (row_best * scale).clamp_min(-1e30)
     row_sum = torch.exp(best * scale - row_max.unsqueeze(1)).sum(1)
     return best, arg.to(torch.uint8), row_best, row_idx, row_max, row_sum
@@ -66,6 +68,7 @@ def backward_block(
     inv_norm: torch.Tensor,
     coef: torch.Tensor,
     scale: float,
+    tmp: torch.Tensor,
 ) -> None:
     """Plain softmax gradient of one block, routed to the winning sub-centers.
 
@@ -73,7 +76,8 @@ def backward_block(
     ``coef * softmax / norm`` at the sub-center that won each entry's maximum, zero at
     the others. ``best`` and ``arg`` come from :func:`forward_block`, ``lse`` is each
     row's log-sum-exp with margins, ``inv_norm`` is (c, K). The target column (``best``
-    = -inf) gets zero; the caller puts the margin terms in.
+    = -inf) gets zero; the caller puts the margin terms in. ``tmp`` is the eager
+    version's (B, c) scratch; the compiled one keeps its temporaries in registers.
     """
     grad = torch.exp(best * scale - lse.unsqueeze(1)) * coef
     sub = torch.arange(inv_norm.shape[1], device=out.device, dtype=torch.int32)
@@ -81,7 +85,9 @@ def backward_block(
     out.copy_(torch.where(won, grad.unsqueeze(2) * inv_norm.unsqueeze(0), 0.0))
 
 
-def project_block(grad_w: torch.Tensor, weight: torch.Tensor, inv_norm: torch.Tensor) -> None:
+def project_block(
+    grad_w: torch.Tensor, weight: torch.Tensor, inv_norm: torch.Tensor
+) -> None:
     """Normalisation backward of the weight rows, in place.
 
     ``grad_w`` (rows, D) holds the gradient for w / |w| already divided by |w|; the
@@ -124,13 +130,15 @@ def backward_block_eager(
     inv_norm: torch.Tensor,
     coef: torch.Tensor,
     scale: float,
+    tmp: torch.Tensor,
 ) -> None:
-    """:func:`backward_block` for eager PyTorch. Overwrites ``best``.
+    """:func:`backward_block` for eager PyTorch, with its softmax in ``tmp`` (B, c):
+    ``best`` stays intact, so that a second backward can read it again.
 
     The masks are uint8 and the norms are applied once to the whole (B, c, K) output:
     bool masks and per-sub-center passes over the strided planes ran twice as slow.
     """
-    grad = best.mul_(scale).sub_(lse.unsqueeze(1)).exp_().mul_(coef)
+    grad = torch.mul(best, scale, out=tmp).sub_(lse.unsqueeze(1)).exp_().mul_(coef)
     won = torch.empty_like(arg)
     for k in range(inv_norm.shape[1]):
         torch.mul(grad, torch.eq(arg, k, out=won), out=out[:, :, k])
@@ -140,30 +148,29 @@ def backward_block_eager(
 def project_block_eager(
     grad_w: torch.Tensor, weight: torch.Tensor, inv_norm: torch.Tensor
 ) -> None:
-    """:func:`project_block` for eager PyTorch: a batched dot and one in-place addcmul."""
+    """:func:`project_block` for eager PyTorch: a batched dot, one in-place addcmul."""
     dot = torch.bmm(grad_w.unsqueeze(1), weight.unsqueeze(2)).view(-1)
     grad_w.addcmul_(weight, (dot * inv_norm**2).unsqueeze(1), value=-1.0)
 
 
-class BlockKernels(NamedTuple):
+class BlockOps(NamedTuple):
     forward: Callable
     backward: Callable
     project: Callable
 
 
-EAGER = BlockKernels(forward_block_eager, backward_block_eager, project_block_eager)
-_compiled: Optional[BlockKernels] = None
+EAGER = BlockOps(forward_block_eager, backward_block_eager, project_block_eager)
+_compiled: Optional[BlockOps] = None
 
 
-def block_kernels(compile_kernels: bool) -> BlockKernels:
-    """The eager block functions, or their ``torch.compile`` versions (built once per
-    process; each compiles at its first call)."""
+def compiled_ops() -> BlockOps:
+    """The ``torch.compile`` versions (built once per process; each compiles at its
+    first call)."""
     global _compiled
-    if not compile_kernels:
-        return EAGER
     if not hasattr(torch, "compile"):
         raise RuntimeError(
-            f"compile_kernels: true needs torch.compile (PyTorch >= 2.0), found {torch.__version__}"
+            "compile_kernels: true needs torch.compile (PyTorch >= 2.0), found "
+            f"{torch.__version__}"
         )
     if _compiled is None:
         # Static shapes: a step sees two block widths (full and last), and Dynamo's
@@ -171,7 +178,7 @@ def block_kernels(compile_kernels: bool) -> BlockKernels:
         # any width, measured 1.2x (forward) to 4x (backward) slower on CPU.
         # Not fullgraph: past Dynamo's recompile limit (many distinct shapes, e.g. many
         # models in one process) a function then runs uncompiled instead of failing.
-        _compiled = BlockKernels(
+        _compiled = BlockOps(
             *(
                 torch.compile(f, dynamic=False)
                 for f in (forward_block, backward_block, project_block)

@@ -33,7 +33,9 @@ class AbsMarginScheduler(ABC):
             )
         self.update_per = update_per
 
-    def position(self, epoch: int, iteration: int, iters_per_epoch: Optional[int]) -> float:
+    def position(
+        self, epoch: int, iteration: int, iters_per_epoch: Optional[int]
+    ) -> float:
         """Training position in epochs, 0 at the start of epoch 1.
 
         Args:
@@ -46,11 +48,15 @@ class AbsMarginScheduler(ABC):
         if self.update_per == "epoch" or iteration == 0:
             return float(epoch - 1)
         if not iters_per_epoch:
-            raise ValueError("update_per: iteration needs the number of iterations per epoch")
+            raise ValueError(
+                "update_per: iteration needs the number of iterations per epoch"
+            )
         return epoch - 1 + iteration / iters_per_epoch
 
     @abstractmethod
-    def margin(self, epoch: int, iteration: int = 0, iters_per_epoch: Optional[int] = None) -> float:
+    def margin(
+        self, epoch: int, iteration: int = 0, iters_per_epoch: Optional[int] = None
+    ) -> float:
         """The margin to use for the step at this position."""
 
 
@@ -68,7 +74,9 @@ class ConstantMarginScheduler(AbsMarginScheduler):
         check_margin("margin_scheduler_conf: margin", margin)
         self.value = float(margin)
 
-    def margin(self, epoch: int, iteration: int = 0, iters_per_epoch: Optional[int] = None) -> float:
+    def margin(
+        self, epoch: int, iteration: int = 0, iters_per_epoch: Optional[int] = None
+    ) -> float:
         self.position(epoch, iteration, iters_per_epoch)
         return self.value
 
@@ -103,7 +111,8 @@ class RampMarginScheduler(AbsMarginScheduler):
             )
         if fix_start_epoch < increase_start_epoch:
             raise ValueError(
-                f"margin_scheduler_conf: fix_start_epoch ({fix_start_epoch}) must not be "
+                f"margin_scheduler_conf: fix_start_epoch ({fix_start_epoch}) must not "
+                "be "
                 f"before increase_start_epoch ({increase_start_epoch})"
             )
         self.initial_margin = float(initial_margin)
@@ -115,7 +124,9 @@ class RampMarginScheduler(AbsMarginScheduler):
     def ramp(self, t: float) -> float:
         """Fraction of the way from the initial to the final margin, t in [0, 1)."""
 
-    def margin(self, epoch: int, iteration: int = 0, iters_per_epoch: Optional[int] = None) -> float:
+    def margin(
+        self, epoch: int, iteration: int = 0, iters_per_epoch: Optional[int] = None
+    ) -> float:
         pos = self.position(epoch, iteration, iters_per_epoch)
         start, end = self.increase_start_epoch - 1, self.fix_start_epoch - 1
         if pos >= end:
@@ -123,7 +134,9 @@ class RampMarginScheduler(AbsMarginScheduler):
         if pos < start:
             return self.initial_margin
         fraction = self.ramp((pos - start) / (end - start))
-        return self.initial_margin + (self.final_margin - self.initial_margin) * fraction
+        return (
+            self.initial_margin + (self.final_margin - self.initial_margin) * fraction
+        )
 
 
 class LinearMarginScheduler(RampMarginScheduler):
@@ -134,7 +147,7 @@ class LinearMarginScheduler(RampMarginScheduler):
 
 
 class ExpMarginScheduler(RampMarginScheduler):
-    """Exponential ramp: the fraction done after a fraction t of the ramp is 1 - 0.001**t."""
+    """Exponential ramp: after a fraction t of the ramp, 1 - 0.001**t of the way."""
 
     def ramp(self, t: float) -> float:
         return 1.0 - 0.001**t

@@ -76,7 +76,9 @@ def make_voice(rng: np.random.Generator) -> Voice:
         tilt=float(rng.uniform(0.6, 0.97)),
         breath=float(rng.uniform(0.02, 0.35)),
         rate=float(rng.uniform(6.0, 11.0)),
-        vowel_shift=tuple(float(v) for v in rng.normal(0.0, 0.06, size=2 * len(VOWELS))),
+        vowel_shift=tuple(
+            float(v) for v in rng.normal(0.0, 0.06, size=2 * len(VOWELS))
+        ),
     )
 
 
@@ -88,7 +90,16 @@ def _formant_sos(freqs: np.ndarray, bws: np.ndarray) -> np.ndarray:
         w = 2 * np.pi * min(f, 0.45 * SAMPLE_RATE) / SAMPLE_RATE
         r = np.exp(-np.pi * bw / SAMPLE_RATE)
         a1, a2 = -2 * r * np.cos(w), r * r
-        sos.append([(1 - r) * np.sqrt(1 - 2 * r * np.cos(2 * w) + r * r), 0.0, 0.0, 1.0, a1, a2])
+        sos.append(
+            [
+                (1 - r) * np.sqrt(1 - 2 * r * np.cos(2 * w) + r * r),
+                0.0,
+                0.0,
+                1.0,
+                a1,
+                a2,
+            ]
+        )
     return np.array(sos)
 
 
@@ -97,7 +108,10 @@ def _glottal_source(f0_track: np.ndarray, voice: Voice, rng) -> np.ndarray:
     phase = np.cumsum(f0 / SAMPLE_RATE)
     pulses = np.diff(np.floor(phase), prepend=0.0)  # one impulse per period
     source = signal.lfilter([1.0 - voice.tilt], [1.0, -voice.tilt], pulses * 40.0)
-    return source + voice.breath * rng.standard_normal(len(source)) * np.abs(source).mean() * 6
+    return (
+        source
+        + voice.breath * rng.standard_normal(len(source)) * np.abs(source).mean() * 6
+    )
 
 
 def synthesize(voice: Voice, duration: float, rng: np.random.Generator) -> np.ndarray:
@@ -126,21 +140,29 @@ def synthesize(voice: Voice, duration: float, rng: np.random.Generator) -> np.nd
             formants[:2] *= 1 + np.array(voice.vowel_shift[2 * v : 2 * v + 2])
             excitation = voiced[seg]
         else:  # fricative-like: noise through a high resonance
-            formants = np.array([2500.0, 3500, 4500, 5500]) * voice.tract * rng.uniform(0.8, 1.2, 4)
+            formants = (
+                np.array([2500.0, 3500, 4500, 5500])
+                * voice.tract
+                * rng.uniform(0.8, 1.2, 4)
+            )
             excitation = noise[seg] * 0.5
         sos = _formant_sos(formants * rng.uniform(0.97, 1.03, 4), BANDWIDTHS)
         y, zi = signal.sosfilt(sos, excitation, zi=zi)
         # Phone loudness: vowels carry the energy, fricatives are ~12 dB weaker; a
         # 10 ms fade in and out avoids clicks between phones.
         level = (1.0 if is_vowel else 0.25) * rng.uniform(0.7, 1.3)
-        fade = np.minimum(1.0, np.minimum(np.arange(len(y)), np.arange(len(y))[::-1]) / 160.0)
+        fade = np.minimum(
+            1.0, np.minimum(np.arange(len(y)), np.arange(len(y))[::-1]) / 160.0
+        )
         out[seg] = y * level / (np.sqrt(np.mean(y**2)) + 1e-9) * fade
         pos += length
 
     # Channel: two random peaking/notch colourings, then additive noise at random SNR.
     for _ in range(2):
         # Q >= 1 keeps the bandwidth (f / Q) below Nyquist: wider peaks are unstable.
-        b, a = signal.iirpeak(rng.uniform(200, 6000), rng.uniform(1.0, 3.0), fs=SAMPLE_RATE)
+        b, a = signal.iirpeak(
+            rng.uniform(200, 6000), rng.uniform(1.0, 3.0), fs=SAMPLE_RATE
+        )
         out = out + rng.uniform(-0.35, 0.35) * signal.lfilter(b, a, out)
     snr_db = rng.uniform(10, 35)
     power = np.mean(out**2) + 1e-12
@@ -152,7 +174,9 @@ def _write_lines(path: Path, lines: List[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines))
 
 
-def _write_split(out: Path, name: str, utts: Dict[str, List[str]], wav_dir: Path) -> None:
+def _write_split(
+    out: Path, name: str, utts: Dict[str, List[str]], wav_dir: Path
+) -> None:
     d = out / name
     d.mkdir(parents=True, exist_ok=True)
     all_utts = sorted(u for us in utts.values() for u in us)
@@ -164,18 +188,24 @@ def _write_split(out: Path, name: str, utts: Dict[str, List[str]], wav_dir: Path
     _write_lines(d / "category2utt", spk2utt)
 
 
-def _trials(utts: Dict[str, List[str]], n_trials: int, rng) -> List[Tuple[str, str, int]]:
+def _trials(
+    utts: Dict[str, List[str]], n_trials: int, rng
+) -> List[Tuple[str, str, int]]:
     """Balanced target / non-target pairs, no pair twice."""
     spk_of = {u: s for s, us in utts.items() for u in us}
     target = [p for us in utts.values() for p in itertools.combinations(sorted(us), 2)]
     everything = sorted(spk_of)
     nontarget = [
-        (a, b) for a, b in itertools.combinations(everything, 2) if spk_of[a] != spk_of[b]
+        (a, b)
+        for a, b in itertools.combinations(everything, 2)
+        if spk_of[a] != spk_of[b]
     ]
     half = min(n_trials // 2, len(target), len(nontarget))
     pick_t = rng.choice(len(target), half, replace=False)
     pick_n = rng.choice(len(nontarget), half, replace=False)
-    pairs = [(*target[i], 1) for i in sorted(pick_t)] + [(*nontarget[i], 0) for i in sorted(pick_n)]
+    pairs = [(*target[i], 1) for i in sorted(pick_t)] + [
+        (*nontarget[i], 0) for i in sorted(pick_n)
+    ]
     order = rng.permutation(len(pairs))
     return [pairs[i] for i in order]
 
@@ -198,7 +228,9 @@ def generate(
     master = np.random.default_rng(seed)
     n_spk = n_train_speakers + n_test_speakers
     voices = [make_voice(master) for _ in range(n_spk)]
-    utt_seeds = master.integers(0, 2**63 - 1, size=(n_spk, max(utts_per_speaker, test_utts_per_speaker)))
+    utt_seeds = master.integers(
+        0, 2**63 - 1, size=(n_spk, max(utts_per_speaker, test_utts_per_speaker))
+    )
     splits: Dict[str, Dict[str, List[str]]] = {"train": {}, "test": {}}
     jobs = []
     for i, voice in enumerate(voices):
@@ -220,12 +252,19 @@ def generate(
         _write_split(out, split, utts, wav_dir)
         _write_lines(
             out / split / "utt2num_samples",
-            [f"{u} {num_samples[u]}" for u in sorted(u for us in utts.values() for u in us)],
+            [
+                f"{u} {num_samples[u]}"
+                for u in sorted(u for us in utts.values() for u in us)
+            ],
         )
     trials = _trials(splits["test"], n_trials, master)
     test = out / "test"
-    _write_lines(test / "trial.scp", [f"{a}*{b} {wav_dir / (a + '.wav')}" for a, b, _ in trials])
-    _write_lines(test / "trial2.scp", [f"{a}*{b} {wav_dir / (b + '.wav')}" for a, b, _ in trials])
+    _write_lines(
+        test / "trial.scp", [f"{a}*{b} {wav_dir / (a + '.wav')}" for a, b, _ in trials]
+    )
+    _write_lines(
+        test / "trial2.scp", [f"{a}*{b} {wav_dir / (b + '.wav')}" for a, b, _ in trials]
+    )
     _write_lines(test / "trial_label", [f"{a}*{b} {lab}" for a, b, lab in trials])
     (out / ".done").write_text(f"seed {seed}\n")
 

@@ -4,8 +4,11 @@ import argparse
 
 from espnet2.tasks.spk import SpeakerTask
 
-from espnet_plugin_intertopk.margin_scheduler import margin_scheduler_choices
-from espnet_plugin_intertopk.trainer import MarginSchedulingSpkTrainer, build_margin_scheduler
+from espnet_plugin_intertopk.train.margin_scheduler import margin_scheduler_choices
+from espnet_plugin_intertopk.train.trainer import (
+    MarginSchedulingSpkTrainer,
+    build_margin_scheduler,
+)
 
 
 class IntertopkSpeakerTask(SpeakerTask):

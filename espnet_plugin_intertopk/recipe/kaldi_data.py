@@ -44,20 +44,26 @@ def check_data_dir(data_dir: Path, kind: str) -> None:
         raise DataDirError(f"{data_dir}: no such directory")
     for name in REQUIRED[kind]:
         if not (data_dir / name).is_file():
-            raise DataDirError(f"{data_dir / name}: required file is missing ({kind} data)")
+            raise DataDirError(
+                f"{data_dir / name}: required file is missing ({kind} data)"
+            )
     wavs = _read_map(data_dir / "wav.scp")
     if kind == "train":
         utt2spk = _read_map(data_dir / "utt2spk")
         missing = sorted(set(utt2spk) - set(wavs))
         if missing:
-            raise DataDirError(f"{data_dir / 'utt2spk'}: {missing[0]} has no entry in wav.scp")
+            raise DataDirError(
+                f"{data_dir / 'utt2spk'}: {missing[0]} has no entry in wav.scp"
+            )
         if not (data_dir / "category2utt").exists():
             shutil.copyfile(data_dir / "spk2utt", data_dir / "category2utt")
     else:
         labels = _read_map(data_dir / "trial_label")
         for key, value in labels.items():
             if value not in ("0", "1"):
-                raise DataDirError(f"{data_dir / 'trial_label'}: {key} has label {value!r}, not 0/1")
+                raise DataDirError(
+                    f"{data_dir / 'trial_label'}: {key} has label {value!r}, not 0/1"
+                )
         for name in ("trial.scp", "trial2.scp"):
             if set(_read_map(data_dir / name)) != set(labels):
                 raise DataDirError(f"{data_dir / name}: keys differ from trial_label")
@@ -75,12 +81,16 @@ def write_shape_file(scp: Path, out: Path) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Check a data directory / write shape files")
+    parser = argparse.ArgumentParser(
+        description="Check a data directory / write shape files"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="check a Kaldi-style directory")
     check.add_argument("kind", choices=sorted(REQUIRED))
     check.add_argument("data_dir", type=Path)
-    shape = sub.add_parser("shape", help="write '<key> <num_samples>' for a wav.scp-like file")
+    shape = sub.add_parser(
+        "shape", help="write '<key> <num_samples>' for a wav.scp-like file"
+    )
     shape.add_argument("scp", type=Path)
     shape.add_argument("out", type=Path)
     args = parser.parse_args(argv)

@@ -1,0 +1,54 @@
+"""The package's layers: the recipe tools do not pull in the loss, and the package
+import is light but still registers the loss when ESPnet's speaker task is imported."""
+
+import subprocess
+import sys
+
+
+def _run(code: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_recipe_tools_import_without_the_loss_or_espnet_tasks():
+    code = (
+        "import sys\n"
+        "import espnet_plugin_intertopk.recipe.synthetic_corpus\n"
+        "import espnet_plugin_intertopk.recipe.kaldi_data\n"
+        "import espnet_plugin_intertopk.recipe.scoring\n"
+        "heavy = [m for m in sys.modules if m.startswith(('espnet2.tasks', 'torch'))\n"
+        "         or m.startswith('espnet_plugin_intertopk.')\n"
+        "         and not m.startswith(('espnet_plugin_intertopk.recipe',\n"
+        "                               'espnet_plugin_intertopk.registration'))]\n"
+        "print(heavy)"
+    )
+    assert _run(code) == "[]"
+
+
+def test_public_import_paths():
+    """The package import alone registers the loss (when ESPnet's task is imported
+    after it), and the public names stay where they were."""
+    code = (
+        "import espnet_plugin_intertopk\n"
+        "from espnet2.tasks.spk import loss_choices\n"
+        "registered = loss_choices.get_class('aamsoftmax_sc_topk')\n"
+        "from espnet_plugin_intertopk import ArcMarginProduct_intertopk_subcenter\n"
+        "L = ArcMarginProduct_intertopk_subcenter\n"
+        "from espnet_plugin_intertopk.registration import register_loss\n"
+        "from espnet_plugin_intertopk.bin import spk_train, spk_embed_extract\n"
+        "print(registered is L, callable(register_loss),"
+        " callable(spk_train.main), callable(spk_embed_extract.main))"
+    )
+    assert _run(code) == "True True True True"
+
+
+def test_registration_when_espnet_was_imported_first():
+    code = (
+        "from espnet2.tasks.spk import loss_choices\n"
+        "import espnet_plugin_intertopk\n"
+        "print(loss_choices.get_class('aamsoftmax_sc_topk').__module__)"
+    )
+    assert _run(code) == "espnet_plugin_intertopk.loss"

@@ -107,14 +107,27 @@ def train_command(
     ]
 
 
+def run_pythons(commands: List[List[str]], timeout: int = 300) -> List[str]:
+    """Run the commands (``python <args>``, or a launcher's command line) side by side,
+    one thread each (most of a short ESPnet run is single-threaded imports); return
+    their logs, or fail with the log of the first that failed."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmds = [c if c[0] != "-m" else [sys.executable, *c] for c in commands]
+    procs = [
+        subprocess.Popen(
+            c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        for c in cmds
+    ]
+    logs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for cmd, proc, log in zip(cmds, procs, logs):
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{log[-6000:]}"
+    return logs
+
+
 def run_python(args: List[str], launcher: List[str] = None, timeout: int = 300) -> str:
     """Run ``python <args>`` (or ``<launcher> <args>``); return its log or fail."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = (launcher or [sys.executable]) + args
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{log[-6000:]}"
-    return log
+    return run_pythons([(launcher or [sys.executable]) + args], timeout)[0]
 
 
 def train(corpus: Path, output_dir: Path, *extra: str, **kwargs) -> str:

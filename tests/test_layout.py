@@ -43,12 +43,3 @@ def test_public_import_paths():
         " callable(spk_train.main), callable(spk_embed_extract.main))"
     )
     assert _run(code) == "True True True True"
-
-
-def test_registration_when_espnet_was_imported_first():
-    code = (
-        "from espnet2.tasks.spk import loss_choices\n"
-        "import espnet_plugin_intertopk\n"
-        "print(loss_choices.get_class('aamsoftmax_sc_topk').__module__)"
-    )
-    assert _run(code) == "espnet_plugin_intertopk.loss"

@@ -63,6 +63,7 @@ SHRUNKEN = [
 ]
 
 
+@pytest.mark.slow
 def test_every_stage_of_the_shrunken_recipe(recipe):
     proc = run(recipe, *SHRUNKEN)
     log = proc.stdout + proc.stderr

@@ -124,3 +124,8 @@ def test_value_checks_raise_on_cpu_by_default(tmp_path):
     model, optim, options = build(tmp_path)
     with pytest.raises(ValueError, match="NaN"):
         one_epoch(model, optim, options, batches(1, nan_at=0))
+
+
+def test_scheduler_with_a_loss_without_update_fails_at_startup(tmp_path):
+    with pytest.raises(ValueError, match="update"):
+        build(tmp_path, "--loss", "aamsoftmax", "--margin_scheduler", "exp")

@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny generated corpus and real ESPnet training runs."""
 
+import hashlib
 import os
 import re
 import subprocess
@@ -36,6 +37,36 @@ needs_cpu_compiler = pytest.mark.skipif(
     bool(_NO_CPU_COMPILER), reason=_NO_CPU_COMPILER or "compiler found"
 )
 
+SMALL = dict(
+    n_train_speakers=4,
+    n_valid_speakers=3,
+    n_test_speakers=3,
+    utts_per_speaker=3,
+    valid_utts_per_speaker=3,
+    test_utts_per_speaker=4,
+    n_valid_trials=10,
+    min_duration=0.5,
+    max_duration=0.8,
+)
+
+
+def digest(root: Path):
+    """Hash of every file, with the (location-dependent) root path taken out."""
+    out = {}
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = f.read_bytes().replace(str(root.resolve()).encode(), b"<root>")
+        out[str(f.relative_to(root))] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory):
+    """A few seconds of audio: for the corpus and data-directory tests."""
+    root = tmp_path_factory.mktemp("a")
+    synthetic_corpus.generate(root, seed=7, **SMALL)
+    return root
+
+
 TESTS = Path(__file__).resolve().parent
 TINY_CONFIG = TESTS / "conf" / "tiny_train.yaml"
 N_TRAIN_SPK = 6
@@ -47,18 +78,21 @@ def tiny_corpus(tmp_path_factory) -> Path:
     synthetic_corpus.generate(
         root,
         n_train_speakers=N_TRAIN_SPK,
+        n_valid_speakers=3,
         n_test_speakers=3,
         utts_per_speaker=8,
+        valid_utts_per_speaker=4,
         test_utts_per_speaker=4,
-        n_trials=40,
+        n_valid_trials=40,
         min_duration=1.2,
         max_duration=1.8,
         seed=1,
     )
     check_data_dir(root / "train", "train")
+    check_data_dir(root / "valid", "test")
     check_data_dir(root / "test", "test")
     write_shape_file(root / "train" / "wav.scp", root / "train_shape")
-    write_shape_file(root / "test" / "trial.scp", root / "valid_shape")
+    write_shape_file(root / "valid" / "trial.scp", root / "valid_shape")
     return root
 
 
@@ -92,11 +126,11 @@ def train_command(
         "--fold_length",
         "120000",
         "--valid_data_path_and_name_and_type",
-        f"{d}/test/trial.scp,speech,sound",
+        f"{d}/valid/trial.scp,speech,sound",
         "--valid_data_path_and_name_and_type",
-        f"{d}/test/trial2.scp,speech2,sound",
+        f"{d}/valid/trial2.scp,speech2,sound",
         "--valid_data_path_and_name_and_type",
-        f"{d}/test/trial_label,spk_labels,text",
+        f"{d}/valid/trial_label,spk_labels,text",
         "--valid_shape_file",
         f"{d}/valid_shape",
         "--spk2utt",

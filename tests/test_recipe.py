@@ -1,6 +1,5 @@
 """The recipe egs/synth/spk1/run.sh, shrunken, every stage, through the real ESPnet."""
 
-import math
 import os
 import shutil
 import subprocess
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, digest
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "egs" / "synth" / "spk1"
@@ -38,29 +37,25 @@ def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 SHRUNKEN = [
-    "--n_train_speakers",
-    "5",
-    "--n_test_speakers",
-    "3",
-    "--utts_per_speaker",
-    "5",
-    "--test_utts_per_speaker",
-    "4",
-    "--n_trials",
-    "30",
-    "--train_config",
-    str(TINY_CONFIG),
-    "--train_args",
-    "--max_epoch 1",
-    "--lm_config",
-    str(TINY_CONFIG),
-    "--lm_args",
-    "--max_epoch 1 --loss_conf do_lm=true --margin_scheduler constant",
-    "--extract_num_eval",
-    "2",
-    "--extract_duration",
-    "1.0",
-]
+    "--n_train_speakers", "5", "--n_valid_speakers", "3", "--n_test_speakers", "3",
+    "--utts_per_speaker", "5", "--valid_utts_per_speaker", "3",
+    "--test_utts_per_speaker", "4", "--n_valid_trials", "10",
+    "--train_config", str(TINY_CONFIG), "--train_args", "--max_epoch 1",
+    "--lm_config", str(TINY_CONFIG),
+    "--lm_args", "--max_epoch 1 --loss_conf do_lm=true --margin_scheduler constant",
+    "--extract_num_eval", "2", "--extract_duration", "1.0",
+    "--top_n", "3", "--cohort_utts_per_speaker", "2", "--bootstrap", "50",
+]  # fmt: skip
+
+
+def table_rows(results: str, section: str):
+    """Data rows of the Markdown table under ``## section``."""
+    part = results.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    return [
+        [c.strip() for c in line.split("|")[1:-1]]
+        for line in part.splitlines()
+        if line.startswith("| ") and not line.startswith("| model")
+    ]
 
 
 @pytest.mark.slow
@@ -70,36 +65,136 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
     assert proc.returncode == 0, log[-5000:]
     for stage in range(1, 7):
         assert f"stage {stage}:" in log
+    exp = recipe / "exp"
     for f in (
-        "data/train/category2utt",
-        "dump/train_shape",
-        "dump/valid_shape",
-        "exp/aamsoftmax_sc_topk/valid.eer.best.pth",
-        "exp/aamsoftmax_sc_topk_lm/valid.eer.best.pth",
-        "exp/aamsoftmax_sc_topk/embed/test_embeddings.npz",
-        "exp/aamsoftmax_sc_topk_lm/embed/test_embeddings.npz",
-    ):
+        "data/train/category2utt", "data/valid/trial_label", "data/cohort/utt2spk",
+        "dump/train_shape", "dump/valid_shape", "dump/test_shape",
+        "exp/aamsoftmax_sc_topk/seed0/valid.eer.best.pth",
+        "exp/aamsoftmax_sc_topk_lm/seed0/valid.eer.best.pth",
+        "exp/aamsoftmax_sc_topk/seed0/embed/test_embeddings.npz",
+        "exp/aamsoftmax_sc_topk/seed0/embed/cohort_embeddings.npz",
+        "exp/aamsoftmax_sc_topk_lm/seed0/embed/test_embeddings.npz",
+    ):  # fmt: skip
         assert (recipe / f).exists(), f
-    assert "k_top=0" in (recipe / "exp/aamsoftmax_sc_topk_lm/train.log").read_text()
-    rows = [
-        line
-        for line in (recipe / "RESULTS.md").read_text().splitlines()
-        if line.startswith("| aamsoftmax")
-    ]
-    assert [r.split("|")[1].strip() for r in rows] == [
-        "aamsoftmax_sc_topk",
-        "aamsoftmax_sc_topk_lm",
-    ]
+    # Checkpoints are selected on the validation trials; the test trials are not read
+    # before stage 5.
+    config = (exp / "aamsoftmax_sc_topk" / "seed0" / "config.yaml").read_text()
+    assert "data/valid/trial.scp" in config and "data/test/" not in config
+    assert "k_top=0" in (exp / "aamsoftmax_sc_topk_lm/seed0/train.log").read_text()
+    results = (recipe / "RESULTS.md").read_text()
+    rows = table_rows(results, "Mean")
+    assert [(r[0], r[1]) for r in rows] == [
+        ("aamsoftmax_sc_topk", "cosine"), ("aamsoftmax_sc_topk", "asnorm"),
+        ("aamsoftmax_sc_topk_lm", "cosine"), ("aamsoftmax_sc_topk_lm", "asnorm"),
+        ("untrained floor (MFCC mean+std)", "cosine"),
+    ]  # fmt: skip
     for row in rows:
-        eer, dcf5, dcf1 = (float(v) for v in row.split("|")[2:5])
-        assert all(math.isfinite(v) for v in (eer, dcf5, dcf1))
+        eer, dcf5, dcf1 = (float(v) for v in row[3:6])
         assert 0.0 <= eer <= 100.0 and 0.0 <= dcf5 and 0.0 <= dcf1
+    diffs = table_rows(results, "Paired")
+    assert [(r[0], r[1], r[2]) for r in diffs] == [
+        ("aamsoftmax_sc_topk", "aamsoftmax_sc_topk_lm", "cosine"),
+        ("aamsoftmax_sc_topk", "aamsoftmax_sc_topk_lm", "asnorm"),
+    ]
+    assert "54 (18 target, 36 non-target) from 3 speakers" in results
 
-    # A stage re-run alone: scoring again gives the same table body.
-    before = (recipe / "RESULTS.md").read_text().split("\n\n", 2)[-1]
-    again = run(recipe, "--stage", "6", "--stop_stage", "6")
+    # A second training seed into its own directory; stage 6 then scores both seeds.
+    seed1 = run(
+        recipe,
+        *SHRUNKEN,
+        "--stage",
+        "3",
+        "--stop_stage",
+        "5",
+        "--train_seed",
+        "1",
+        "--use_lm",
+        "false",
+        "--score_norm",
+        "none",
+    )
+    assert seed1.returncode == 0, (seed1.stdout + seed1.stderr)[-3000:]
+    assert (exp / "aamsoftmax_sc_topk/seed1/embed/test_embeddings.npz").exists()
+    two = run(
+        recipe,
+        *SHRUNKEN,
+        "--stage",
+        "6",
+        "--stop_stage",
+        "6",
+        "--floor",
+        "false",
+        "--score_norm",
+        "none",
+        "--score_models",
+        "aamsoftmax_sc_topk",
+        "--score_seeds",
+        "0 1",
+        "--results",
+        "TWO_SEEDS.md",
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    two_seeds = (recipe / "TWO_SEEDS.md").read_text()
+    (row,) = table_rows(two_seeds, "Mean")
+    assert row[2] == "2" and "±" in row[3]
+    assert [r[2] for r in table_rows(two_seeds, "Per seed")] == ["0", "1"]
+
+    # Scoring again gives the same tables.
+    again = run(recipe, *SHRUNKEN, "--stage", "6", "--stop_stage", "6")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (recipe / "RESULTS.md").read_text().split("\n\n", 2)[-1] == before
+    body = lambda text: text.split("- machine:", 1)[1]  # noqa: E731 (after the date)
+    assert body((recipe / "RESULTS.md").read_text()) == body(results)
+
+    # Changed settings are refused, not served from the old run or corpus.
+    changed = run(
+        recipe,
+        *SHRUNKEN,
+        "--stage",
+        "3",
+        "--stop_stage",
+        "3",
+        "--train_args",
+        "--max_epoch 1 --loss_conf margin=0.3",
+    )
+    assert changed.returncode != 0
+    assert "not resuming" in changed.stdout and "loss_conf" in changed.stdout
+    other_corpus = run(
+        recipe,
+        *SHRUNKEN,
+        "--stop_stage",
+        "1",
+        "--corpus_dir",
+        "downloads/synth_seed0",
+        "--n_train_speakers",
+        "6",
+    )
+    assert other_corpus.returncode != 0
+    assert (
+        "other settings" in other_corpus.stderr
+        and "n_train_speakers" in other_corpus.stderr
+    )
+
+    # A user corpus without a validation set: speakers are held out, inputs only read.
+    user_train = recipe / "downloads" / "synth_seed0" / "train"
+    before = digest(user_train)
+    held = run(
+        recipe,
+        "--stop_stage",
+        "1",
+        "--train_dir",
+        str(user_train),
+        "--test_dir",
+        str(recipe / "downloads" / "synth_seed0" / "test"),
+        "--n_valid_speakers",
+        "2",
+        "--n_valid_trials",
+        "6",
+    )
+    assert held.returncode == 0, held.stderr[-3000:]
+    assert "holding out 2 training speakers" in held.stdout
+    assert digest(user_train) == before
+    assert len((recipe / "data/valid/spk2utt").read_text().splitlines()) == 2
+    assert len((recipe / "data/train/spk2utt").read_text().splitlines()) == 3
 
 
 def test_user_data_dir_without_a_required_file_is_named(recipe, tmp_path):

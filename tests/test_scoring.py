@@ -4,6 +4,7 @@ whose answers are worked out by hand."""
 import numpy as np
 import pytest
 
+from espnet_plugin_intertopk.recipe import scoring
 from espnet_plugin_intertopk.recipe.scoring import error_rates
 
 
@@ -34,3 +35,80 @@ def test_reversed_scores_miss_everything():
     assert got["eer"] == pytest.approx(100.0)
     # Rejecting everything costs p / min(p, 1 - p) = 1: no threshold does better.
     assert got["mindcf@0.05"] == pytest.approx(1.0)
+
+
+def _random_embeddings(rng, names, dim=8):
+    return {
+        n: (lambda v: v / np.linalg.norm(v))(rng.standard_normal(dim)) for n in names
+    }
+
+
+def test_as_norm_matches_a_direct_loop_per_trial():
+    rng = np.random.default_rng(0)
+    emb = _random_embeddings(rng, [f"u{i}" for i in range(12)])
+    pairs = [(f"u{i}", f"u{j}") for i in range(12) for j in range(i + 1, 12)][:40]
+    cohort = np.stack(list(_random_embeddings(rng, range(30)).values()))
+    top_n = 7
+    got = scoring.as_norm(emb, pairs, cohort, top_n)
+    for (a, b), value in zip(pairs, got):
+        s = float(emb[a] @ emb[b])
+        stats = []
+        for u in (a, b):
+            top = sorted((float(emb[u] @ c) for c in cohort), reverse=True)[:top_n]
+            stats.append((np.mean(top), np.std(top)))
+        want = 0.5 * ((s - stats[0][0]) / stats[0][1] + (s - stats[1][0]) / stats[1][1])
+        assert value == pytest.approx(want, rel=1e-12)
+
+
+def test_cohort_means_are_unit_speaker_averages():
+    emb = {
+        "a1": np.array([1.0, 0.0]),
+        "a2": np.array([0.0, 1.0]),
+        "b1": np.array([-1.0, 0.0]),
+    }
+    means = scoring.cohort_means(emb, {"a1": "A", "a2": "A", "b1": "B"})
+    assert np.allclose(means, [[2**-0.5, 2**-0.5], [-1.0, 0.0]])
+
+
+def _trials(rng, n_speakers=10, per_speaker=20):
+    groups = np.repeat(np.arange(n_speakers), per_speaker)
+    labels = rng.integers(0, 2, groups.size)
+    return labels, groups
+
+
+def test_bootstrap_of_identical_systems_is_zero_width_at_zero():
+    rng = np.random.default_rng(1)
+    labels, groups = _trials(rng)
+    seeds = [rng.standard_normal(labels.size) + labels for _ in range(3)]
+    point, low, high = scoring.paired_bootstrap(
+        seeds, seeds, labels, groups, scoring.eer, n_resamples=200
+    )
+    assert point == low == high == 0.0
+
+
+def test_bootstrap_of_a_constant_shift_gives_that_shift():
+    rng = np.random.default_rng(2)
+    labels, groups = _trials(rng)
+    a = [rng.standard_normal(labels.size) for _ in range(2)]
+    b = [x - 0.3 for x in a]
+    mean_score = lambda s, _labels: float(np.mean(s))  # noqa: E731
+    point, low, high = scoring.paired_bootstrap(
+        a, b, labels, groups, mean_score, n_resamples=200
+    )
+    assert point == pytest.approx(0.3) and low == pytest.approx(0.3)
+    assert high == pytest.approx(0.3)
+
+
+def test_bootstrap_interval_covers_the_point_and_widens_with_fewer_speakers():
+    rng = np.random.default_rng(3)
+    widths = []
+    for n_speakers in (40, 5):
+        labels, groups = _trials(rng, n_speakers=n_speakers, per_speaker=30)
+        a = [rng.standard_normal(labels.size) + 1.5 * labels for _ in range(2)]
+        b = [rng.standard_normal(labels.size) + 1.0 * labels for _ in range(2)]
+        point, low, high = scoring.paired_bootstrap(
+            a, b, labels, groups, scoring.eer, n_resamples=300
+        )
+        assert low <= point <= high and point < 0  # a separates better: lower EER
+        widths.append(high - low)
+    assert widths[1] > widths[0]

@@ -1,62 +1,39 @@
 """The built-in corpus generator and the data-directory checks."""
 
-import hashlib
 from pathlib import Path
 
 import pytest
 
 from espnet_plugin_intertopk.recipe import synthetic_corpus
-from espnet_plugin_intertopk.recipe.kaldi_data import DataDirError, check_data_dir
-
-SMALL = dict(
-    n_train_speakers=4,
-    n_test_speakers=3,
-    utts_per_speaker=3,
-    test_utts_per_speaker=4,
-    n_trials=24,
-    min_duration=0.5,
-    max_duration=0.8,
+from espnet_plugin_intertopk.recipe.kaldi_data import (
+    DataDirError,
+    check_data_dir,
+    read_map,
 )
 
-
-def read_map(path: Path):
-    return dict(line.split(maxsplit=1) for line in path.read_text().splitlines())
+from conftest import SMALL, digest
 
 
-def digest(root: Path):
-    """Hash of every file, with the (location-dependent) root path taken out."""
-    out = {}
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        data = f.read_bytes().replace(str(root.resolve()).encode(), b"<root>")
-        out[str(f.relative_to(root))] = hashlib.sha256(data).hexdigest()
-    return out
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("a")
-    synthetic_corpus.generate(root, seed=7, **SMALL)
-    return root
-
-
-def test_same_seed_same_bytes_other_seed_other_audio(corpus, tmp_path):
+def test_same_seed_same_bytes_other_seed_other_audio(small_corpus, tmp_path):
     synthetic_corpus.generate(tmp_path / "b", seed=7, **SMALL)
-    assert digest(corpus) == digest(tmp_path / "b")
+    assert digest(small_corpus) == digest(tmp_path / "b")
     synthetic_corpus.generate(tmp_path / "c", seed=8, **SMALL)
-    wavs = [k for k in digest(corpus) if k.endswith(".wav")]
-    assert len(wavs) == 4 * 3 + 3 * 4
-    assert all(digest(corpus)[k] != digest(tmp_path / "c")[k] for k in wavs)
+    wavs = [k for k in digest(small_corpus) if k.endswith(".wav")]
+    assert len(wavs) == 4 * 3 + 3 * 3 + 3 * 4
+    assert all(digest(small_corpus)[k] != digest(tmp_path / "c")[k] for k in wavs)
 
 
-def test_train_and_test_speakers_are_disjoint(corpus):
-    train = set(read_map(corpus / "train" / "spk2utt"))
-    test = set(read_map(corpus / "test" / "spk2utt"))
-    assert len(train) == 4 and len(test) == 3 and not train & test
+def test_train_valid_and_test_speakers_are_disjoint(small_corpus):
+    train = set(read_map(small_corpus / "train" / "spk2utt"))
+    valid = set(read_map(small_corpus / "valid" / "spk2utt"))
+    test = set(read_map(small_corpus / "test" / "spk2utt"))
+    assert (len(train), len(valid), len(test)) == (4, 3, 3)
+    assert not train & valid and not train & test and not valid & test
 
 
-def test_kaldi_files_are_consistent(corpus):
-    for split in ("train", "test"):
-        d = corpus / split
+def test_kaldi_files_are_consistent(small_corpus):
+    for split in ("train", "valid", "test"):
+        d = small_corpus / split
         wav = read_map(d / "wav.scp")
         utt2spk = read_map(d / "utt2spk")
         spk2utt = {s: u.split() for s, u in read_map(d / "spk2utt").items()}
@@ -64,16 +41,26 @@ def test_kaldi_files_are_consistent(corpus):
         assert all(Path(p).is_file() for p in wav.values())
         assert {u: s for s, us in spk2utt.items() for u in us} == utt2spk
         assert (d / "category2utt").read_text() == (d / "spk2utt").read_text()
-        check_data_dir(d, split)
+        check_data_dir(d, "train" if split == "train" else "test")
 
 
-def test_trials_are_balanced_and_labelled_right(corpus):
-    d = corpus / "test"
+@pytest.mark.parametrize(
+    "split, n_target, n_nontarget",
+    # Validation: balanced, about n_valid_trials. Test: every target pair
+    # (3 speakers x C(4, 2)) and twice as many non-target pairs.
+    [("valid", 5, 5), ("test", 18, 36)],
+)
+def test_trials_are_counted_and_labelled_right(
+    small_corpus, split, n_target, n_nontarget
+):
+    d = small_corpus / split
     utt2spk = read_map(d / "utt2spk")
     wav = read_map(d / "wav.scp")
     labels = read_map(d / "trial_label")
     first, second = read_map(d / "trial.scp"), read_map(d / "trial2.scp")
-    assert len(labels) == 24 and sorted(labels.values()).count("1") == 12
+    assert sorted(labels.values()).count("1") == n_target
+    assert sorted(labels.values()).count("0") == n_nontarget
+    assert len({tuple(sorted(k.split("*"))) for k in labels}) == len(labels)
     for key, label in labels.items():
         a, b = key.split("*")
         assert a != b
@@ -91,11 +78,26 @@ def test_voices_differ_between_speakers():
         assert len(set(values)) == 50, field
 
 
-def test_cli_skips_an_existing_corpus(corpus, capsys):
-    before = digest(corpus)
-    synthetic_corpus.main([str(corpus), "--seed", "99"])
+def _cli_args(out, **changes):
+    args = [str(out)]
+    for k, v in {**SMALL, "seed": 7, **changes}.items():
+        args += [f"--{k}", str(v)]
+    return args
+
+
+def test_cli_reuses_a_corpus_only_for_the_same_settings(tmp_path, capsys):
+    out = tmp_path / "corpus"
+    synthetic_corpus.main(_cli_args(out))
+    before = digest(out)
+    synthetic_corpus.main(_cli_args(out))
     assert "skipping" in capsys.readouterr().out
-    assert digest(corpus) == before
+    assert digest(out) == before
+    for change in (dict(seed=8), dict(n_train_speakers=5)):
+        with pytest.raises(SystemExit, match="other settings.*" + next(iter(change))):
+            synthetic_corpus.main(_cli_args(out, **change))
+        assert digest(out) == before
+    synthetic_corpus.main(_cli_args(out, seed=8) + ["--force"])
+    assert digest(out) != before
 
 
 @pytest.mark.parametrize(
@@ -107,11 +109,11 @@ def test_cli_skips_an_existing_corpus(corpus, capsys):
         ("test", "trial2.scp"),
     ],
 )
-def test_missing_file_is_named(corpus, tmp_path, kind, missing):
+def test_missing_file_is_named(small_corpus, tmp_path, kind, missing):
     import shutil
 
     d = tmp_path / kind
-    shutil.copytree(corpus / kind, d)
+    shutil.copytree(small_corpus / kind, d)
     (d / missing).unlink()
     with pytest.raises(DataDirError, match=missing):
         check_data_dir(d, kind)
@@ -125,10 +127,12 @@ def test_audio_is_finite_and_not_clipped(tmp_path):
     synthetic_corpus.generate(
         tmp_path,
         n_train_speakers=40,
+        n_valid_speakers=2,
         n_test_speakers=2,
         utts_per_speaker=4,
+        valid_utts_per_speaker=2,
         test_utts_per_speaker=2,
-        n_trials=2,
+        n_valid_trials=2,
         min_duration=0.3,
         max_duration=3.0,
         seed=3,

@@ -13,15 +13,19 @@ fricative/stop-like noise bursts), a random intonation contour, a random channel
 colouring (peaking filters) and additive noise at a random SNR. A speaker can therefore
 not be told apart by a single cue; it takes an embedding model.
 
-Output (per split directory): ``wav.scp``, ``utt2spk``, ``spk2utt``, ``category2utt``
-(same as spk2utt, for ESPnet's category iterator), ``utt2num_samples`` and, for the test
-split, ``trial.scp``, ``trial2.scp``, ``trial_label`` (balanced target/non-target
-trials). Audio is 16 kHz 16-bit PCM under ``<out>/wav``. The same seed gives
-byte-identical files.
+Output: ``train/``, ``valid/`` and ``test/`` with disjoint speakers, each with
+``wav.scp``, ``utt2spk``, ``spk2utt``, ``category2utt`` (same as spk2utt, for ESPnet's
+category iterator) and ``utt2num_samples``; ``valid/`` and ``test/`` also with
+``trial.scp``, ``trial2.scp``, ``trial_label``. Audio is 16 kHz 16-bit PCM under
+``<out>/wav``. The same settings give byte-identical files; ``.done`` records the
+settings, and the command line refuses to reuse a directory made with other ones.
 """
 
 import argparse
-import itertools
+import inspect
+import json
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -30,6 +34,13 @@ import numpy as np
 from scipy import signal
 from scipy.io import wavfile
 from tqdm import tqdm
+
+from espnet_plugin_intertopk.recipe.kaldi_data import (
+    make_trials,
+    write_lines,
+    write_speaker_dir,
+    write_trials,
+)
 
 SAMPLE_RATE = 16000
 
@@ -170,75 +181,53 @@ def synthesize(voice: Voice, duration: float, rng: np.random.Generator) -> np.nd
     return out / (np.abs(out).max() + 1e-9) * rng.uniform(0.3, 0.9)
 
 
-def _write_lines(path: Path, lines: List[str]) -> None:
-    path.write_text("".join(line + "\n" for line in lines))
-
-
-def _write_split(
-    out: Path, name: str, utts: Dict[str, List[str]], wav_dir: Path
-) -> None:
-    d = out / name
-    d.mkdir(parents=True, exist_ok=True)
-    all_utts = sorted(u for us in utts.values() for u in us)
-    spk_of = {u: s for s, us in utts.items() for u in us}
-    _write_lines(d / "wav.scp", [f"{u} {wav_dir / (u + '.wav')}" for u in all_utts])
-    _write_lines(d / "utt2spk", [f"{u} {spk_of[u]}" for u in all_utts])
-    spk2utt = [f"{s} {' '.join(sorted(us))}" for s, us in sorted(utts.items())]
-    _write_lines(d / "spk2utt", spk2utt)
-    _write_lines(d / "category2utt", spk2utt)
-
-
-def _trials(
-    utts: Dict[str, List[str]], n_trials: int, rng
-) -> List[Tuple[str, str, int]]:
-    """Balanced target / non-target pairs, no pair twice."""
-    spk_of = {u: s for s, us in utts.items() for u in us}
-    target = [p for us in utts.values() for p in itertools.combinations(sorted(us), 2)]
-    everything = sorted(spk_of)
-    nontarget = [
-        (a, b)
-        for a, b in itertools.combinations(everything, 2)
-        if spk_of[a] != spk_of[b]
-    ]
-    half = min(n_trials // 2, len(target), len(nontarget))
-    pick_t = rng.choice(len(target), half, replace=False)
-    pick_n = rng.choice(len(nontarget), half, replace=False)
-    pairs = [(*target[i], 1) for i in sorted(pick_t)] + [
-        (*nontarget[i], 0) for i in sorted(pick_n)
-    ]
-    order = rng.permutation(len(pairs))
-    return [pairs[i] for i in order]
-
-
 def generate(
     out: Path,
     n_train_speakers: int = 100,
+    n_valid_speakers: int = 20,
     n_test_speakers: int = 20,
     utts_per_speaker: int = 8,
+    valid_utts_per_speaker: int = 6,
     test_utts_per_speaker: int = 10,
-    n_trials: int = 1800,
+    n_valid_trials: int = 600,
+    test_nontarget_ratio: float = 2.0,
     min_duration: float = 1.5,
     max_duration: float = 3.0,
     seed: int = 0,
 ) -> None:
-    """Write the corpus under ``out`` (``train/``, ``test/``, ``wav/``)."""
+    """Write the corpus under ``out`` (``train/``, ``valid/``, ``test/``, ``wav/``).
+
+    Three disjoint speaker sets. ``valid`` (checkpoint selection, tuning) gets a
+    balanced trial list of about ``n_valid_trials`` (ESPnet embeds both sides of every
+    validation trial every epoch, so it stays small); ``test`` gets every target pair
+    and ``test_nontarget_ratio`` times as many non-target pairs.
+    """
     out = Path(out)
     wav_dir = (out / "wav").resolve()
     wav_dir.mkdir(parents=True, exist_ok=True)
     master = np.random.default_rng(seed)
-    n_spk = n_train_speakers + n_test_speakers
+    sizes = {
+        "train": (n_train_speakers, utts_per_speaker),
+        "valid": (n_valid_speakers, valid_utts_per_speaker),
+        "test": (n_test_speakers, test_utts_per_speaker),
+    }
+    n_spk = sum(n for n, _ in sizes.values())
     voices = [make_voice(master) for _ in range(n_spk)]
     utt_seeds = master.integers(
-        0, 2**63 - 1, size=(n_spk, max(utts_per_speaker, test_utts_per_speaker))
+        0, 2**63 - 1, size=(n_spk, max(c for _, c in sizes.values()))
     )
-    splits: Dict[str, Dict[str, List[str]]] = {"train": {}, "test": {}}
+    splits: Dict[str, Dict[str, List[str]]] = {name: {} for name in sizes}
     jobs = []
-    for i, voice in enumerate(voices):
-        split = "train" if i < n_train_speakers else "test"
-        spk = f"{split}spk{i:04d}"
-        count = utts_per_speaker if split == "train" else test_utts_per_speaker
-        splits[split][spk] = [f"{spk}-utt{j:03d}" for j in range(count)]
-        jobs += [(spk + f"-utt{j:03d}", voice, utt_seeds[i, j]) for j in range(count)]
+    i = 0
+    for split, (n, count) in sizes.items():
+        for _ in range(n):
+            spk = f"{split}spk{i:04d}"
+            splits[split][spk] = [f"{spk}-utt{j:03d}" for j in range(count)]
+            jobs += [
+                (u, voices[i], utt_seeds[i, j])
+                for j, u in enumerate(splits[split][spk])
+            ]
+            i += 1
 
     num_samples = {}
     for utt, voice, useed in tqdm(jobs, desc="synthesising utterances", unit="utt"):
@@ -248,45 +237,57 @@ def generate(
         wavfile.write(wav_dir / f"{utt}.wav", SAMPLE_RATE, pcm)
         num_samples[utt] = len(pcm)
 
+    wavs = {u: str(wav_dir / f"{u}.wav") for u in num_samples}
     for split, utts in splits.items():
-        _write_split(out, split, utts, wav_dir)
-        _write_lines(
-            out / split / "utt2num_samples",
-            [
-                f"{u} {num_samples[u]}"
-                for u in sorted(u for us in utts.values() for u in us)
-            ],
+        write_speaker_dir(out / split, utts, wavs)
+        names = sorted(u for us in utts.values() for u in us)
+        write_lines(
+            out / split / "utt2num_samples", [f"{u} {num_samples[u]}" for u in names]
         )
-    trials = _trials(splits["test"], n_trials, master)
-    test = out / "test"
-    _write_lines(
-        test / "trial.scp", [f"{a}*{b} {wav_dir / (a + '.wav')}" for a, b, _ in trials]
+    write_trials(
+        out / "valid",
+        make_trials(splits["valid"], n_valid_trials // 2, 1.0, master),
+        wavs,
     )
-    _write_lines(
-        test / "trial2.scp", [f"{a}*{b} {wav_dir / (b + '.wav')}" for a, b, _ in trials]
+    all_targets = (
+        n_test_speakers * test_utts_per_speaker * (test_utts_per_speaker - 1) // 2
     )
-    _write_lines(test / "trial_label", [f"{a}*{b} {lab}" for a, b, lab in trials])
-    (out / ".done").write_text(f"seed {seed}\n")
+    test_trials = make_trials(splits["test"], all_targets, test_nontarget_ratio, master)
+    write_trials(out / "test", test_trials, wavs)
+
+
+def settings_of(args: argparse.Namespace) -> Dict[str, object]:
+    return {k: v for k, v in sorted(vars(args).items()) if k not in ("out", "force")}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, help="output directory")
-    parser.add_argument("--n_train_speakers", type=int, default=100)
-    parser.add_argument("--n_test_speakers", type=int, default=20)
-    parser.add_argument("--utts_per_speaker", type=int, default=8)
-    parser.add_argument("--test_utts_per_speaker", type=int, default=10)
-    parser.add_argument("--n_trials", type=int, default=1800)
-    parser.add_argument("--min_duration", type=float, default=1.5)
-    parser.add_argument("--max_duration", type=float, default=3.0)
-    parser.add_argument("--seed", type=int, default=0)
+    defaults = inspect.signature(generate).parameters
+    for name, param in defaults.items():
+        if name != "out":
+            parser.add_argument(
+                f"--{name}", type=type(param.default), default=param.default
+            )
     parser.add_argument("--force", action="store_true", help="regenerate even if done")
     args = parser.parse_args(argv)
-    if (args.out / ".done").exists() and not args.force:
-        print(f"{args.out}: corpus already generated, skipping (use --force to redo)")
-        return
-    kwargs = {k: v for k, v in vars(args).items() if k not in ("out", "force")}
-    generate(args.out, **kwargs)
+    marker = args.out / ".done"
+    wanted = settings_of(args)
+    if marker.exists() and not args.force:
+        have = json.loads(marker.read_text())
+        if have == wanted:
+            print(f"{args.out}: corpus already generated with these settings, skipping")
+            return
+        diff = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
+        sys.exit(
+            f"{args.out} holds a corpus generated with other settings "
+            f"(setting: (there, asked)) {diff}; give another directory, or --force "
+            "to regenerate it in place"
+        )
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    generate(args.out, **wanted)
+    marker.write_text(json.dumps(wanted, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

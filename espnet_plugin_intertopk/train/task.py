@@ -1,10 +1,12 @@
 """The plugin's speaker task: ESPnet's SpeakerTask with a margin scheduler."""
 
 import argparse
+from typing import Optional
 
 from espnet2.tasks.spk import SpeakerTask
 
 from espnet_plugin_intertopk.train.margin_scheduler import margin_scheduler_choices
+from espnet_plugin_intertopk.train.resume_check import check_and_record
 from espnet_plugin_intertopk.train.trainer import (
     MarginSchedulingSpkTrainer,
     build_margin_scheduler,
@@ -12,7 +14,8 @@ from espnet_plugin_intertopk.train.trainer import (
 
 
 class IntertopkSpeakerTask(SpeakerTask):
-    """SpeakerTask + ``--margin_scheduler {constant,linear,exp}`` and its trainer."""
+    """SpeakerTask + ``--margin_scheduler {constant,linear,exp}`` and its trainer, and a
+    refusal to resume a run whose settings or inputs changed."""
 
     class_choices_list = SpeakerTask.class_choices_list + [margin_scheduler_choices]
     trainer = MarginSchedulingSpkTrainer
@@ -30,3 +33,12 @@ class IntertopkSpeakerTask(SpeakerTask):
                 f"({type(model.loss).__name__}) has none"
             )
         return model
+
+    @classmethod
+    def main(cls, args: Optional[argparse.Namespace] = None, cmd=None):
+        """ESPnet's main, after refusing to resume a run whose settings changed."""
+        if args is None:
+            args = cls.get_parser().parse_args(cmd)
+        if not args.print_config and not getattr(args, "collect_stats", False):
+            check_and_record(args)
+        super().main(args=args)

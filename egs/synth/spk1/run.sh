@@ -4,10 +4,12 @@
 #   ./run.sh                                   # all stages, built-in synthetic corpus
 #   ./run.sh --stage 3 --stop_stage 3          # one stage alone
 #   ./run.sh --loss aamsoftmax_sc_topk_espnet  # ESPnet's own copy of the loss, for comparison
-#   ./run.sh --train_dir /data/vox2_dev --test_dir /data/vox1_o --stage 1   # a real corpus
+#   ./run.sh --train_seed 1                    # another training seed (own exp dir)
+#   ./run.sh --train_dir /data/vox2_dev --test_dir /data/vox1_o   # a real corpus
 #
-# Stages: 1 data  2 shape files  3 training  4 large-margin fine-tuning
-#         5 embedding extraction (both models)  6 scoring -> RESULTS.md
+# Stages: 1 data (train / valid / test, disjoint speakers)  2 shape files
+#         3 training (checkpoints selected on valid)  4 large-margin fine-tuning
+#         5 test and cohort embeddings (both models)  6 scoring -> RESULTS.md
 # Every setting below can be overridden as --name value.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,22 +24,35 @@ lm_config=conf/train_lm.yaml
 lm_margin=0.5
 use_lm=true            # run stage 4 (and extract/score the LM model)
 expdir=exp
-tag=                   # experiment name (default: the loss name); the LM model is <tag>_lm
+tag=                   # model name (default: the loss name); the LM model is <tag>_lm
+train_seed=0           # ESPnet's --seed; models go to <expdir>/<name>/seed<train_seed>
 train_args=            # extra arguments for spk_train in stage 3
 lm_args=               # extra arguments for spk_train in stage 4
 extract_num_eval=5     # crops per test utterance in stage 5
 extract_duration=3.0   # seconds per crop in stage 5
+# Stage 6: which models and seeds to score (default: this run's), how.
+score_models=
+score_seeds=
+score_norm=asnorm      # asnorm (cosine and AS-norm rows) | none (cosine only)
+top_n=50               # AS-norm: cohort speakers per side
+cohort_utts_per_speaker=3  # training utterances per cohort speaker
+bootstrap=1000         # resamples for the confidence intervals
+floor=true             # add the untrained MFCC floor row
 results=RESULTS.md
 # Stage 1: a real corpus in Kaldi style (see local/data.sh), or the synthetic one.
 train_dir=
+valid_dir=             # default: hold out n_valid_speakers training speakers
 test_dir=
-corpus_dir=downloads/synth
+corpus_dir=            # default: downloads/synth_seed<seed>
 n_train_speakers=100
+n_valid_speakers=20
 n_test_speakers=20
 utts_per_speaker=8
+valid_utts_per_speaker=6
 test_utts_per_speaker=10
-n_trials=1800
-seed=0
+n_valid_trials=600
+test_nontarget_ratio=2
+seed=0                 # corpus seed
 
 . local/parse_options.sh
 if [ -z "${python}" ]; then
@@ -59,79 +74,109 @@ case "${loss}" in
         lm_loss_args=(--loss aamsoftmax --loss_conf "{margin: ${lm_margin}, scale: 32}" --margin_scheduler none) ;;
     *) echo "$0: --loss must be aamsoftmax_sc_topk, aamsoftmax_sc_topk_espnet or aamsoftmax" >&2; exit 1 ;;
 esac
-exp="${expdir}/${tag:-${loss}}"
-exp_lm="${exp}_lm"
-models=("${exp}")
-if [ "${use_lm}" = true ]; then models+=("${exp_lm}"); fi
+name="${tag:-${loss}}"
+names=("${name}")
+if [ "${use_lm}" = true ]; then names+=("${name}_lm"); fi
+exp="${expdir}/${name}/seed${train_seed}"
+exp_lm="${expdir}/${name}_lm/seed${train_seed}"
 
+# Validation trials (checkpoint selection) in stages 3-4; the test trials are read in
+# stages 5-6 only.
 train_data_args() {
     echo --train_data_path_and_name_and_type data/train/wav.scp,speech,sound \
          --train_data_path_and_name_and_type data/train/utt2spk,spk_labels,text \
          --train_shape_file dump/train_shape \
-         --valid_data_path_and_name_and_type data/test/trial.scp,speech,sound \
-         --valid_data_path_and_name_and_type data/test/trial2.scp,speech2,sound \
-         --valid_data_path_and_name_and_type data/test/trial_label,spk_labels,text \
+         --valid_data_path_and_name_and_type data/valid/trial.scp,speech,sound \
+         --valid_data_path_and_name_and_type data/valid/trial2.scp,speech2,sound \
+         --valid_data_path_and_name_and_type data/valid/trial_label,spk_labels,text \
          --valid_shape_file dump/valid_shape --fold_length 120000 \
-         --spk2utt data/train/spk2utt --spk_num "$(wc -l < data/train/spk2utt)"
+         --spk2utt data/train/spk2utt --spk_num "$(wc -l < data/train/spk2utt)" \
+         --seed "${train_seed}"
+}
+
+# spk_train into $1 with the remaining arguments; its log goes to $1/train.log.
+# --resume true continues an interrupted run; the plugin's task refuses to resume a
+# run whose saved configuration or input lists differ from the requested ones.
+train_into() {
+    local out="$1"; shift
+    mkdir -p "${out}"
+    ${python} -m espnet_plugin_intertopk.bin.spk_train --ngpu "${ngpu}" \
+        --use_preprocessor true --resume true --output_dir "${out}" "$@" \
+        > "${out}/train.log" 2>&1 || { tail -n 30 "${out}/train.log"; exit 1; }
+    grep "epoch results" "${out}/train.log" | sed 's/^.*INFO: //' | cut -c1-220
 }
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     log "stage 1: data preparation"
-    local/data.sh --python "${python}" --train_dir "${train_dir}" --test_dir "${test_dir}" \
-        --corpus_dir "${corpus_dir}" --n_train_speakers "${n_train_speakers}" \
+    local/data.sh --python "${python}" --train_dir "${train_dir}" --valid_dir "${valid_dir}" \
+        --test_dir "${test_dir}" --corpus_dir "${corpus_dir:-downloads/synth_seed${seed}}" \
+        --n_train_speakers "${n_train_speakers}" --n_valid_speakers "${n_valid_speakers}" \
         --n_test_speakers "${n_test_speakers}" --utts_per_speaker "${utts_per_speaker}" \
-        --test_utts_per_speaker "${test_utts_per_speaker}" --n_trials "${n_trials}" --seed "${seed}"
+        --valid_utts_per_speaker "${valid_utts_per_speaker}" \
+        --test_utts_per_speaker "${test_utts_per_speaker}" --n_valid_trials "${n_valid_trials}" \
+        --test_nontarget_ratio "${test_nontarget_ratio}" --seed "${seed}" \
+        --cohort_utts_per_speaker "${cohort_utts_per_speaker}"
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     log "stage 2: shape files"
     mkdir -p dump
     ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape data/train/wav.scp dump/train_shape
-    ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape data/test/trial.scp dump/valid_shape
+    for set in valid test cohort; do
+        ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape "data/${set}/trial.scp" "dump/${set}_shape"
+    done
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
-    log "stage 3: training ${loss} -> ${exp} (log: ${exp}/train.log)"
-    mkdir -p "${exp}"
+    log "stage 3: training ${loss} (seed ${train_seed}) -> ${exp} (log: ${exp}/train.log)"
     # shellcheck disable=SC2046,SC2086
-    ${python} -m espnet_plugin_intertopk.bin.spk_train --config "${train_config}" \
-        --ngpu "${ngpu}" --use_preprocessor true --resume true --output_dir "${exp}" \
-        $(train_data_args) "${loss_args[@]}" ${train_args} > "${exp}/train.log" 2>&1 \
-        || { tail -n 30 "${exp}/train.log"; exit 1; }
-    grep "epoch results" "${exp}/train.log" | sed 's/^.*INFO: //' | cut -c1-220
+    train_into "${exp}" --config "${train_config}" $(train_data_args) "${loss_args[@]}" ${train_args}
 fi
 
 if [ "${use_lm}" = true ] && [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     log "stage 4: large-margin fine-tuning from ${exp}/valid.eer.best.pth -> ${exp_lm}"
-    mkdir -p "${exp_lm}"
     # shellcheck disable=SC2046,SC2086
-    ${python} -m espnet_plugin_intertopk.bin.spk_train --config "${lm_config}" \
-        --ngpu "${ngpu}" --use_preprocessor true --resume true --output_dir "${exp_lm}" \
-        --init_param "${exp}/valid.eer.best.pth" \
-        $(train_data_args) "${lm_loss_args[@]}" ${lm_args} > "${exp_lm}/train.log" 2>&1 \
-        || { tail -n 30 "${exp_lm}/train.log"; exit 1; }
-    grep "epoch results" "${exp_lm}/train.log" | sed 's/^.*INFO: //' | cut -c1-220
+    train_into "${exp_lm}" --config "${lm_config}" --init_param "${exp}/valid.eer.best.pth" \
+        $(train_data_args) "${lm_loss_args[@]}" ${lm_args}
 fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
-    for m in "${models[@]}"; do
-        log "stage 5: embeddings of the test trials with ${m}/valid.eer.best.pth"
-        mkdir -p "${m}/embed"
-        ${python} -m espnet_plugin_intertopk.bin.spk_embed_extract \
-            --spk_train_config "${m}/config.yaml" --spk_model_file "${m}/valid.eer.best.pth" \
-            --output_dir "${m}/embed" --ngpu "${ngpu}" --num_eval "${extract_num_eval}" \
-            --target_duration "${extract_duration}" \
-            --data_path_and_name_and_type data/test/trial.scp,speech,sound \
-            --data_path_and_name_and_type data/test/trial2.scp,speech2,sound \
-            --data_path_and_name_and_type data/test/trial_label,spk_labels,text \
-            --shape_file dump/valid_shape --fold_length 120000 \
-            > "${m}/embed.log" 2>&1 || { tail -n 30 "${m}/embed.log"; exit 1; }
+    sets=(test)
+    if [ "${score_norm}" = asnorm ]; then sets+=(cohort); fi
+    for n in "${names[@]}"; do
+        m="${expdir}/${n}/seed${train_seed}"
+        for set in "${sets[@]}"; do
+            log "stage 5: ${set} embeddings with ${m}/valid.eer.best.pth"
+            rm -rf "${m}/embed_${set}"
+            mkdir -p "${m}/embed" "${m}/embed_${set}"
+            ${python} -m espnet_plugin_intertopk.bin.spk_embed_extract \
+                --spk_train_config "${m}/config.yaml" --spk_model_file "${m}/valid.eer.best.pth" \
+                --output_dir "${m}/embed_${set}" --ngpu "${ngpu}" --num_eval "${extract_num_eval}" \
+                --target_duration "${extract_duration}" \
+                --data_path_and_name_and_type "data/${set}/trial.scp,speech,sound" \
+                --data_path_and_name_and_type "data/${set}/trial2.scp,speech2,sound" \
+                --data_path_and_name_and_type "data/${set}/trial_label,spk_labels,text" \
+                --shape_file "dump/${set}_shape" --fold_length 120000 \
+                > "${m}/embed_${set}.log" 2>&1 || { tail -n 30 "${m}/embed_${set}.log"; exit 1; }
+            mv "${m}/embed_${set}/${set}_embeddings.npz" "${m}/embed/"
+            rm -rf "${m}/embed_${set}"
+        done
     done
 fi
 
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
-    log "stage 6: scoring every model under ${expdir}/ -> ${results}"
-    ${python} -m espnet_plugin_intertopk.recipe.scoring --trial_label data/test/trial_label \
-        --results "${results}" "${expdir}"/*/embed/test_embeddings.npz
+    models_to_score="${score_models:-${names[*]}}"
+    log "stage 6: scoring ${models_to_score} (seeds ${score_seeds:-${train_seed}}) -> ${results}"
+    floor_args=()
+    if [ "${floor}" = true ]; then
+        ${python} -m espnet_plugin_intertopk.recipe.mfcc_floor --train_dir data/train \
+            --test_dir data/test --out "${expdir}/mfcc_floor/test_embeddings.npz"
+        floor_args=(--floor "${expdir}/mfcc_floor/test_embeddings.npz")
+    fi
+    ${python} -m espnet_plugin_intertopk.recipe.scoring --expdir "${expdir}" \
+        --models "${models_to_score}" --seeds "${score_seeds:-${train_seed}}" \
+        --test_dir data/test --results "${results}" --score_norm "${score_norm}" \
+        --cohort_utt2spk data/cohort/utt2spk --top_n "${top_n}" --bootstrap "${bootstrap}" \
+        "${floor_args[@]}"
 fi
 log "done"

@@ -1,52 +1,68 @@
 #!/usr/bin/env bash
-# Stage 1 of the recipe: prepare data/train and data/test.
+# Stage 1 of the recipe: prepare data/train, data/valid, data/test and data/cohort.
+# Input directories are only read; everything is written under data/.
 #
-# Default: generate the built-in synthetic corpus (deterministic from --seed, skipped when
-# it already exists). With --train_dir and --test_dir: use a real corpus prepared in
-# Kaldi style (for example VoxCeleb). Expected files:
-#   train: wav.scp, utt2spk, spk2utt            (category2utt is made from spk2utt)
-#   test:  wav.scp, trial.scp, trial2.scp, trial_label
+# Default: generate the built-in synthetic corpus (deterministic from its settings;
+# a directory generated with other settings is refused). With --train_dir and
+# --test_dir: a real corpus prepared in Kaldi style (for example VoxCeleb):
+#   train: wav.scp, utt2spk, spk2utt            (category2utt is written into data/train)
+#   valid, test: wav.scp, trial.scp, trial2.scp, trial_label (utt2spk: optional, for
+#          speaker-level confidence intervals)
 # where trial.scp / trial2.scp map a trial key "uttA*uttB" to the two wav paths and
-# trial_label maps it to 1 (same speaker) or 0.
+# trial_label maps it to 1 (same speaker) or 0. Without --valid_dir, n_valid_speakers
+# training speakers are held out as the validation set, with their own trials.
 set -euo pipefail
 
 python=python
 train_dir=
+valid_dir=
 test_dir=
 corpus_dir=downloads/synth
-# Synthetic corpus settings; empty: the generator's defaults.
 n_train_speakers=
+n_valid_speakers=20
 n_test_speakers=
 utts_per_speaker=
+valid_utts_per_speaker=
 test_utts_per_speaker=
-n_trials=
-seed=
+n_valid_trials=600
+test_nontarget_ratio=
+seed=0
+cohort_utts_per_speaker=3
 . "$(dirname "$0")/parse_options.sh"
 
-corpus_args=()
-for name in n_train_speakers n_test_speakers utts_per_speaker test_utts_per_speaker n_trials seed; do
-    if [ -n "${!name}" ]; then corpus_args+=("--${name}" "${!name}"); fi
-done
+kaldi_data() { ${python} -m espnet_plugin_intertopk.recipe.kaldi_data "$@"; }
 
 if [ -z "${train_dir}" ] && [ -z "${test_dir}" ]; then
+    corpus_args=()
+    for name in n_train_speakers n_valid_speakers n_test_speakers utts_per_speaker \
+            valid_utts_per_speaker test_utts_per_speaker n_valid_trials \
+            test_nontarget_ratio seed; do
+        if [ -n "${!name}" ]; then corpus_args+=("--${name}" "${!name}"); fi
+    done
     ${python} -m espnet_plugin_intertopk.recipe.synthetic_corpus "${corpus_dir}" "${corpus_args[@]}"
     train_dir="${corpus_dir}/train"
+    valid_dir="${corpus_dir}/valid"
     test_dir="${corpus_dir}/test"
 elif [ -z "${train_dir}" ] || [ -z "${test_dir}" ]; then
     echo "$0: give both --train_dir and --test_dir (or neither, for the synthetic corpus)" >&2
     exit 1
 fi
 
-${python} -m espnet_plugin_intertopk.recipe.kaldi_data check train "${train_dir}"
-${python} -m espnet_plugin_intertopk.recipe.kaldi_data check test "${test_dir}"
-mkdir -p data
-for pair in "train:${train_dir}" "test:${test_dir}"; do
-    name="${pair%%:*}"; src="${pair#*:}"
-    rm -rf "data/${name}"
-    mkdir -p "data/${name}"
-    for f in "${src}"/*; do
-        [ -f "${f}" ] && cp "${f}" "data/${name}/"
-    done
-done
-echo "$0: data/train has $(wc -l < data/train/wav.scp) utterances of $(wc -l < data/train/spk2utt) speakers;" \
-     "data/test has $(wc -l < data/test/trial_label) trials"
+kaldi_data check train "${train_dir}"
+kaldi_data check test "${test_dir}"
+rm -rf data/train data/valid data/test data/cohort
+if [ -n "${valid_dir}" ]; then
+    kaldi_data check test "${valid_dir}"
+    kaldi_data copy train "${train_dir}" data/train
+    kaldi_data copy test "${valid_dir}" data/valid
+else
+    echo "$0: no --valid_dir: holding out ${n_valid_speakers} training speakers" \
+         "(seed ${seed}) as the validation set, ${n_valid_trials} trials"
+    kaldi_data holdout "${train_dir}" data/train data/valid \
+        --n_speakers "${n_valid_speakers}" --n_trials "${n_valid_trials}" --seed "${seed}"
+fi
+kaldi_data copy test "${test_dir}" data/test
+kaldi_data cohort data/train data/cohort --per_speaker "${cohort_utts_per_speaker}"
+echo "$0: data/train: $(wc -l < data/train/wav.scp) utterances of" \
+     "$(wc -l < data/train/spk2utt) speakers; data/valid: $(wc -l < data/valid/trial_label)" \
+     "trials; data/test: $(wc -l < data/test/trial_label) trials"

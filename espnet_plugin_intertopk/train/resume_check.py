@@ -1,0 +1,102 @@
+"""Refuse to resume a run whose configuration or input lists changed.
+
+ESPnet's ``--resume true`` continues from ``checkpoint.pth`` whatever was asked: a
+finished run returns its old results after a change of margin, K or data. Before
+training, the plugin's task compares the requested arguments with the ``config.yaml``
+the run saved, and the digests of its data lists (wav.scp, utt2spk, trial lists,
+shape files, spk2utt) with those it recorded, and stops with the differences.
+"""
+
+import argparse
+import hashlib
+import os
+from pathlib import Path
+from typing import Dict, List
+
+import yaml
+from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+
+DIGESTS = "input_digests.yaml"
+# What may change between a run and its resumption: how long it trains and where.
+MAY_CHANGE = frozenset(
+    {
+        "config",
+        "version",
+        "resume",
+        "dry_run",
+        "print_config",
+        "max_epoch",
+        "ngpu",
+        "num_workers",
+        "log_level",
+        "distributed",
+        "multiprocessing_distributed",
+        "local_rank",
+        "dist_backend",
+        "dist_init_method",
+        "dist_world_size",
+        "dist_rank",
+        "dist_master_addr",
+        "dist_master_port",
+        "dist_launcher",
+    }
+)
+
+
+class ChangedRunError(RuntimeError):
+    """A resumed run whose settings or inputs differ from the saved ones."""
+
+
+def _input_files(args: argparse.Namespace) -> List[str]:
+    files = [p for p, _, _ in args.train_data_path_and_name_and_type or []]
+    files += [p for p, _, _ in args.valid_data_path_and_name_and_type or []]
+    files += list(args.train_shape_file or []) + list(args.valid_shape_file or [])
+    if getattr(args, "spk2utt", None):
+        files.append(args.spk2utt)
+    return files
+
+
+def input_digests(args: argparse.Namespace) -> Dict[str, str]:
+    """sha256 of every data list the run reads (the lists, not the audio)."""
+    out = {}
+    for path in _input_files(args):
+        p = Path(path)
+        out[str(path)] = (
+            hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+        )
+    return out
+
+
+def _differences(saved: dict, wanted: dict, skip=frozenset()) -> List[str]:
+    keys = sorted((set(saved) | set(wanted)) - skip)
+    return [
+        f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}"
+        for k in keys
+        if saved.get(k) != wanted.get(k)
+    ]
+
+
+def check_and_record(args: argparse.Namespace) -> None:
+    """Raise ChangedRunError if ``args`` would resume a run set up differently; record
+    the input digests of a new run (from rank 0)."""
+    out = Path(args.output_dir)
+    digests = input_digests(args)
+    if args.resume and (out / "checkpoint.pth").exists():
+        problems = []
+        if (out / "config.yaml").exists():
+            saved = yaml.safe_load((out / "config.yaml").read_text())
+            wanted = yaml.safe_load(yaml_no_alias_safe_dump(vars(args)))
+            problems += _differences(saved, wanted, MAY_CHANGE)
+        if (out / DIGESTS).exists():
+            recorded = yaml.safe_load((out / DIGESTS).read_text())
+            problems += [f"content of {d}" for d in _differences(recorded, digests)]
+        if problems:
+            raise ChangedRunError(
+                f"{out} holds a run with other settings or inputs; not resuming it. "
+                "Differences (saved -> requested):\n  "
+                + "\n  ".join(problems)
+                + "\nUse another --output_dir, or remove the old run."
+            )
+    if os.environ.get("RANK", "0") == "0":
+        out.mkdir(parents=True, exist_ok=True)
+        (out / DIGESTS).write_text(yaml.safe_dump(digests))

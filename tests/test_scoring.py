@@ -112,3 +112,70 @@ def test_bootstrap_interval_covers_the_point_and_widens_with_fewer_speakers():
         assert low <= point <= high and point < 0  # a separates better: lower EER
         widths.append(high - low)
     assert widths[1] > widths[0]
+
+
+def test_results_of_two_models_over_two_seeds(tmp_path):
+    """scoring.main on generated embeddings: mean ± std rows equal the per-seed error
+    rates computed directly, paired rows for the second model, a floor row."""
+    rng = np.random.default_rng(4)
+    speakers = {f"s{i}": [f"s{i}u{j}" for j in range(4)] for i in range(6)}
+    utt2spk = {u: s for s, us in speakers.items() for u in us}
+    utts = sorted(utt2spk)
+    pairs = [(a, b) for i, a in enumerate(utts) for b in utts[i + 1 :]]
+    test = tmp_path / "test"
+    test.mkdir()
+    (test / "trial_label").write_text(
+        "".join(f"{a}*{b} {int(utt2spk[a] == utt2spk[b])}\n" for a, b in pairs)
+    )
+    (test / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in utt2spk.items()))
+    cohort_spk = {f"c{i}u{j}": f"c{i}" for i in range(5) for j in range(2)}
+    (tmp_path / "cohort_utt2spk").write_text(
+        "".join(f"{u} {s}\n" for u, s in cohort_spk.items())
+    )
+    centres = {s: rng.standard_normal(16) for s in speakers}
+    direct = {}
+    for model, noise in (("a", 0.8), ("b", 1.5)):
+        for seed in (0, 1):
+            emb = {
+                u: centres[utt2spk[u]] + noise * rng.standard_normal(16) for u in utts
+            }
+            d = tmp_path / "exp" / model / f"seed{seed}" / "embed"
+            d.mkdir(parents=True)
+            np.savez(d / "test_embeddings.npz", **emb)
+            cohort = {u: rng.standard_normal(16) for u in cohort_spk}
+            np.savez(d / "cohort_embeddings.npz", **cohort)
+            unit = scoring.unit_embeddings(emb)
+            labels = np.array([int(utt2spk[a] == utt2spk[b]) for a, b in pairs])
+            direct[(model, seed)] = error_rates(
+                scoring.cosine_scores(unit, pairs), labels
+            )
+    floor = {u: rng.standard_normal(16) for u in utts}
+    np.savez(tmp_path / "floor.npz", **floor)
+    results = tmp_path / "RESULTS.md"
+    scoring.main(
+        ["--expdir", str(tmp_path / "exp"), "--models", "a b", "--seeds", "0 1",
+         "--test_dir", str(test), "--results", str(results), "--score_norm", "asnorm",
+         "--cohort_utt2spk", str(tmp_path / "cohort_utt2spk"), "--top_n", "3",
+         "--floor", str(tmp_path / "floor.npz"), "--bootstrap", "50"]
+    )  # fmt: skip
+    text = results.read_text()
+    rows = {
+        tuple(c.strip() for c in line.split("|")[1:3]): line
+        for line in text.split("## Paired")[0].splitlines()
+        if line.startswith("| ") and "±" in line
+    }
+    assert set(rows) == {
+        ("a", "cosine"),
+        ("a", "asnorm"),
+        ("b", "cosine"),
+        ("b", "asnorm"),
+    }
+    eers = [direct[("a", s)]["eer"] for s in (0, 1)]
+    want = f"{np.mean(eers):.2f} ± {np.std(eers, ddof=1):.2f}"
+    assert want in rows[("a", "cosine")]
+    assert "| a | b | cosine |" in text and "| a | b | asnorm |" in text
+    assert "| untrained floor (MFCC mean+std) | cosine | 1 |" in text
+    assert (
+        f"{len(pairs)} (36 target, {len(pairs) - 36} non-target) from 6 speakers"
+        in text
+    )

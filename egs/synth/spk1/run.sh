@@ -94,7 +94,7 @@ train_data_args() {
          --seed "${train_seed}"
 }
 
-# spk_train into $1 with the remaining arguments; its log goes to $1/train.log.
+# spk_train into $1 with the remaining arguments; its log is appended to $1/train.log.
 # --resume true continues an interrupted run; the plugin's task refuses to resume a
 # run whose saved configuration or input lists differ from the requested ones.
 train_into() {
@@ -102,7 +102,7 @@ train_into() {
     mkdir -p "${out}"
     ${python} -m espnet_plugin_intertopk.bin.spk_train --ngpu "${ngpu}" \
         --use_preprocessor true --resume true --output_dir "${out}" "$@" \
-        > "${out}/train.log" 2>&1 || { tail -n 30 "${out}/train.log"; exit 1; }
+        >> "${out}/train.log" 2>&1 || { tail -n 30 "${out}/train.log"; exit 1; }
     grep "epoch results" "${out}/train.log" | sed 's/^.*INFO: //' | cut -c1-220
 }
 

@@ -1,19 +1,43 @@
 #!/usr/bin/env bash
 # The loss comparison: the plugin loss, ESPnet's own copy of it and ESPnet's
-# AAM-softmax, each trained once per seed (--seeds), fine-tuned (LM), embedded and
-# scored on the same data into one RESULTS.md: mean ± std over seeds, the plugin's
-# paired EER difference to each baseline with bootstrap intervals, and every seed.
-# Other options go to every run.sh call (for example --python PATH).
+# AAM-softmax, each trained once per seed, fine-tuned (LM), embedded and scored on the
+# same data into one RESULTS.md: mean ± std over seeds, the plugin's paired EER
+# difference to each baseline with bootstrap intervals, and every seed.
+#
+#   local/compare_losses.sh [--seeds "0 1 2"] [--jobs 2] [run.sh options...]
+#
+# --jobs N trains N seeds side by side (one thread each; logs in exp/compare_seed<N>.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds="0 1 2"
-if [ "${1:-}" = --seeds ]; then seeds="$2"; shift 2; fi
+jobs=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --seeds) seeds="$2"; shift 2 ;;
+        --jobs) jobs="$2"; shift 2 ;;
+        *) break ;;
+    esac
+done
 ./run.sh --stop_stage 2 "$@"
-for seed in ${seeds}; do
+one_seed() {
+    local seed="$1"; shift
     for loss in aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet aamsoftmax; do
         ./run.sh --stage 3 --stop_stage 5 --loss "${loss}" --train_seed "${seed}" "$@"
     done
-done
+}
+if [ "${jobs}" -le 1 ]; then
+    for seed in ${seeds}; do one_seed "${seed}" "$@"; done
+else
+    mkdir -p exp
+    running=0
+    for seed in ${seeds}; do
+        echo "compare_losses: seed ${seed} -> exp/compare_seed${seed}.log"
+        OMP_NUM_THREADS=1 one_seed "${seed}" "$@" > "exp/compare_seed${seed}.log" 2>&1 &
+        running=$((running + 1))
+        if [ "${running}" -ge "${jobs}" ]; then wait -n; running=$((running - 1)); fi
+    done
+    wait
+fi
 # The plugin with LM first: every other row is compared with it.
 ./run.sh --stage 6 --stop_stage 6 --score_seeds "${seeds}" \
     --score_models "aamsoftmax_sc_topk_lm aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet aamsoftmax_sc_topk_espnet_lm aamsoftmax aamsoftmax_lm" "$@"

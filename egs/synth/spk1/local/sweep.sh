@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The sweep that chose the recipe's defaults, scored on the validation trials only:
+# each setting is trained once (stage 3, --train_seed 0) into exp/sweep_<name>/seed0,
+# then the best validation EER of each run is tabulated. Each loss gets the same
+# budget on its own main knobs. Options go to every run.sh call.
+#
+#   local/sweep.sh [--jobs 2] [run.sh options...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=1
+if [ "${1:-}" = --jobs ]; then jobs="$2"; shift 2; fi
+
+# name | loss | extra spk_train arguments
+settings=(
+    "plugin_exp_3_13|aamsoftmax_sc_topk|"
+    "plugin_exp_6_11|aamsoftmax_sc_topk|--margin_scheduler_conf increase_start_epoch=6 --margin_scheduler_conf fix_start_epoch=11"
+    "plugin_exp_1_5|aamsoftmax_sc_topk|--margin_scheduler_conf increase_start_epoch=1 --margin_scheduler_conf fix_start_epoch=5"
+    "plugin_constant|aamsoftmax_sc_topk|--margin_scheduler none"
+    "espnet_m0.2|aamsoftmax_sc_topk_espnet|"
+    "espnet_m0.3_s30|aamsoftmax_sc_topk_espnet|--loss_conf margin=0.3 --loss_conf scale=30"
+    "aam_m0.2|aamsoftmax|"
+    "aam_m0.3_s30|aamsoftmax|--loss_conf margin=0.3 --loss_conf scale=30"
+)
+
+./run.sh --stop_stage 2 "$@"
+train_one() {
+    local name="${1%%|*}" rest="${1#*|}"
+    local loss="${rest%%|*}" extra="${rest#*|}"
+    ./run.sh --stage 3 --stop_stage 3 --use_lm false --loss "${loss}" \
+        --tag "sweep_${name}" --train_args "${extra}" "${@:2}" > "exp/sweep_${name}.log" 2>&1
+}
+mkdir -p exp
+running=0
+for s in "${settings[@]}"; do
+    echo "sweep: ${s%%|*}"
+    if [ "${jobs}" -le 1 ]; then train_one "${s}" "$@"; continue; fi
+    OMP_NUM_THREADS=1 train_one "${s}" "$@" &
+    running=$((running + 1))
+    if [ "${running}" -ge "${jobs}" ]; then wait -n; running=$((running - 1)); fi
+done
+wait
+runs=()
+for s in "${settings[@]}"; do runs+=("exp/sweep_${s%%|*}/seed0"); done
+python="$(cd ../../.. && pwd)/.venv/bin/python"
+[ -x "${python}" ] || python=python3
+${python} -m espnet_plugin_intertopk.recipe.validation_summary "${runs[@]}"

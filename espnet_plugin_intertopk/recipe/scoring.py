@@ -231,8 +231,13 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     models, seeds = args.models.split(), [int(s) for s in args.seeds.split()]
     pairs, labels = read_trials(args.test_dir / "trial_label")
-    utt2spk = read_map(args.test_dir / "utt2spk")
-    groups = np.array([utt2spk[a] for a, _ in pairs])
+    if (args.test_dir / "utt2spk").exists():
+        utt2spk = read_map(args.test_dir / "utt2spk")
+        groups = np.array([utt2spk[a] for a, _ in pairs])
+        unit = f"{len(set(utt2spk.values()))} speakers"
+    else:  # resample first utterances instead of speakers
+        groups = np.array([a for a, _ in pairs])
+        unit = f"{len(set(groups))} first utterances (no utt2spk to group speakers)"
     norms = ["cosine"] + (["asnorm"] if args.score_norm == "asnorm" else [])
     scores: Dict[Tuple[str, str], Dict[int, np.ndarray]] = {}
     for model in models:
@@ -279,7 +284,7 @@ def main(argv=None) -> None:
         f"- date: {datetime.datetime.now():%Y-%m-%d %H:%M}",
         f"- machine: {platform.node()} ({platform.processor() or platform.machine()})",
         f"- test trials: {len(labels)} ({n_target} target, {len(labels) - n_target} "
-        f"non-target) from {len(set(utt2spk.values()))} speakers",
+        f"non-target) from {unit}",
         f"- training seeds: {' '.join(map(str, seeds))}; checkpoints selected on the "
         "validation trials",
         "- scoring: cosine"

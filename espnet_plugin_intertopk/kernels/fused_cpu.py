@@ -102,32 +102,12 @@ class FusedCpuBackend(KernelBackend):
         self.recompute = recompute
 
     def forward(self, xn, weight, label, c, keep) -> ForwardResult:
-        (
-            best,
-            arg,
-            inv_norm,
-            row_best,
-            row_idx,
-            row_max,
-            row_sum,
-            cand_val,
-            cand_idx,
-            cand_sub,
-        ) = self.kernels.forward_tiles(
+        best, arg, *stats = self.kernels.forward_tiles(
             xn, weight, label, c.K, c.scale, c.k_top, TILE, keep
         )
-        return ForwardResult(
-            inv_norm,
-            row_best,
-            row_idx,
-            row_max,
-            row_sum,
-            cand_val,
-            cand_idx,
-            cand_sub,
-            (best, arg) if keep else (),
-            None,
-        )
+        # After best and arg, the C++ side returns the ForwardResult fields in order
+        # (inv_norm, row statistics, candidates; see cpu_kernels.cpp).
+        return ForwardResult(*stats, kept=(best, arg) if keep else (), workspace=None)
 
     def backward(
         self,

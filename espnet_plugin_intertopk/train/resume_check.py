@@ -17,10 +17,12 @@ import yaml
 from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
 DIGESTS = "input_digests.yaml"
-# What may change between a run and its resumption: how long it trains and where.
+# What may change between a run and its resumption: how long it trains, where it runs
+# and where its directory lies.
 MAY_CHANGE = frozenset(
     {
         "config",
+        "output_dir",
         "version",
         "resume",
         "dry_run",

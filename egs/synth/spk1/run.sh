@@ -67,9 +67,11 @@ case "${loss}" in
     aamsoftmax_sc_topk)
         loss_args=(); lm_loss_args=(--loss_conf "margin=${lm_margin}" --margin_scheduler_conf "margin=${lm_margin}") ;;
     aamsoftmax_sc_topk_espnet)
-        loss_args=(--loss "${loss}" --margin_scheduler none)
-        lm_loss_args=(--loss "${loss}" --margin_scheduler none --loss_conf "margin=${lm_margin}") ;;
+        # margin 0.3, scale 30 (ESPnet's VoxCeleb setting) won the validation sweep.
+        loss_args=(--loss "${loss}" --margin_scheduler none --loss_conf margin=0.3 --loss_conf scale=30)
+        lm_loss_args=(--loss "${loss}" --margin_scheduler none --loss_conf "margin=${lm_margin}" --loss_conf scale=30) ;;
     aamsoftmax)
+        # margin 0.2, scale 32 won the validation sweep against margin 0.3, scale 30.
         loss_args=(--loss aamsoftmax --loss_conf "{margin: 0.2, scale: 32}" --margin_scheduler none)
         lm_loss_args=(--loss aamsoftmax --loss_conf "{margin: ${lm_margin}, scale: 32}" --margin_scheduler none) ;;
     *) echo "$0: --loss must be aamsoftmax_sc_topk, aamsoftmax_sc_topk_espnet or aamsoftmax" >&2; exit 1 ;;

@@ -12,13 +12,13 @@ if [ "${1:-}" = --jobs ]; then jobs="$2"; shift 2; fi
 
 # name | loss | extra spk_train arguments
 settings=(
-    "plugin_exp_3_13|aamsoftmax_sc_topk|"
+    "plugin_exp_3_13|aamsoftmax_sc_topk|--margin_scheduler_conf increase_start_epoch=3 --margin_scheduler_conf fix_start_epoch=13"
     "plugin_exp_6_11|aamsoftmax_sc_topk|--margin_scheduler_conf increase_start_epoch=6 --margin_scheduler_conf fix_start_epoch=11"
     "plugin_exp_1_5|aamsoftmax_sc_topk|--margin_scheduler_conf increase_start_epoch=1 --margin_scheduler_conf fix_start_epoch=5"
     "plugin_constant|aamsoftmax_sc_topk|--margin_scheduler none"
-    "espnet_m0.2|aamsoftmax_sc_topk_espnet|"
+    "espnet_m0.2|aamsoftmax_sc_topk_espnet|--loss_conf margin=0.2 --loss_conf scale=32"
     "espnet_m0.3_s30|aamsoftmax_sc_topk_espnet|--loss_conf margin=0.3 --loss_conf scale=30"
-    "aam_m0.2|aamsoftmax|"
+    "aam_m0.2|aamsoftmax|--loss_conf margin=0.2 --loss_conf scale=32"
     "aam_m0.3_s30|aamsoftmax|--loss_conf margin=0.3 --loss_conf scale=30"
 )
 

@@ -9,23 +9,20 @@ from espnet_plugin_intertopk import ArcMarginProduct_intertopk_subcenter as Plug
 from espnet_plugin_intertopk.kernels import fused_cpu
 
 from conftest import needs_cpu_compiler
-from test_loss import RTOL, build, loss_and_grads, random_configs, reference_of, rel_err
+from test_loss import (
+    RTOL,
+    TYPICAL,
+    build,
+    loss_and_grads,
+    random_configs,
+    reference_of,
+    rel_err,
+)
 
 pytestmark = needs_cpu_compiler
 
 CONFIGS = [
-    dict(
-        B=40,
-        nclasses=300,
-        nout=24,
-        K=3,
-        k_top=5,
-        margin=0.2,
-        mp=0.06,
-        easy_margin=False,
-        do_lm=False,
-        scale=32.0,
-    ),
+    TYPICAL | dict(B=40, nclasses=300, nout=24),
     dict(
         B=9,
         nclasses=37,

@@ -19,6 +19,9 @@ from conftest import needs_cpu_compiler
 from reference import reference_loss, reference_predictions
 
 RTOL = 1e-5
+# The recipe's loss settings on a small problem.
+TYPICAL = dict(B=8, nclasses=20, nout=8, K=3, k_top=5, margin=0.2, mp=0.06,
+               easy_margin=False, do_lm=False, scale=32.0)  # fmt: skip
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -135,18 +138,7 @@ def test_predictions_and_accuracy_are_on_the_plain_cosine(cfg, chunk):
 
 def test_fresh_loss_already_has_the_hard_negative_margin():
     """ESPnet's constructor leaves mp_eff = 0 until update(); the plugin does not."""
-    cfg = dict(
-        B=8,
-        nclasses=20,
-        nout=8,
-        K=3,
-        k_top=5,
-        margin=0.2,
-        mp=0.06,
-        easy_margin=False,
-        do_lm=False,
-        scale=32.0,
-    )
+    cfg = TYPICAL
     plugin, _, x, y = build(cfg)
     fresh = EspnetLoss(**{k: v for k, v in cfg.items() if k != "B"})
     fresh.weight.data.copy_(plugin.weight.data)
@@ -191,18 +183,7 @@ def test_finite_gradients_when_a_cosine_is_exactly_one(target):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_keeps_float32_angles(dtype):
-    cfg = dict(
-        B=16,
-        nclasses=30,
-        nout=16,
-        K=3,
-        k_top=5,
-        margin=0.2,
-        mp=0.06,
-        easy_margin=False,
-        do_lm=False,
-        scale=32.0,
-    )
+    cfg = TYPICAL | dict(B=16, nclasses=30, nout=16)
     plugin, _, x, y = build(cfg)
     x_half = x.to(dtype)
     with torch.autocast("cpu", dtype=dtype):

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -34,6 +35,23 @@ def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
         env=env,
         timeout=600,
     )
+
+
+def run_side_by_side(recipe: Path, *commands) -> List[subprocess.CompletedProcess]:
+    """run.sh with each argument list, all at once (each is mostly imports)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen(
+            ["bash", str(recipe / "run.sh"), "--python", sys.executable, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for args in commands
+    ]  # fmt: skip
+    out = []
+    for args, proc in zip(commands, procs):
+        stdout, stderr = proc.communicate(timeout=600)
+        out.append(subprocess.CompletedProcess(args, proc.returncode, stdout, stderr))
+    return out
 
 
 SHRUNKEN = [
@@ -98,41 +116,23 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
     ]
     assert "54 (18 target, 36 non-target) from 3 speakers" in results
 
-    # A second training seed goes to its own directory (scoring several seeds is
-    # tested in test_scoring.py).
-    seed1 = run(
+    # Side by side, on the data above: a second training seed (its own directory;
+    # scoring several seeds is tested in test_scoring.py), scoring again (the same
+    # tables), and a changed setting for the finished run (refused, not served).
+    seed1, again, changed = run_side_by_side(
         recipe,
-        *SHRUNKEN,
-        "--stage",
-        "3",
-        "--stop_stage",
-        "3",
-        "--train_seed",
-        "1",
-        "--use_lm",
-        "false",
-    )
+        [*SHRUNKEN, "--stage", "3", "--stop_stage", "3", "--train_seed", "1",
+         "--use_lm", "false"],
+        [*SHRUNKEN, "--stage", "6", "--stop_stage", "6"],
+        [*SHRUNKEN, "--stage", "3", "--stop_stage", "3",
+         "--train_args", "--max_epoch 1 --loss_conf margin=0.3"],
+    )  # fmt: skip
     assert seed1.returncode == 0, (seed1.stdout + seed1.stderr)[-3000:]
     config1 = (exp / "aamsoftmax_sc_topk/seed1/config.yaml").read_text()
     assert "\nseed: 1\n" in config1 and "\nseed: 0\n" in config
-
-    # Scoring again gives the same tables.
-    again = run(recipe, *SHRUNKEN, "--stage", "6", "--stop_stage", "6")
     assert again.returncode == 0, again.stderr[-3000:]
     body = lambda text: text.split("- machine:", 1)[1]  # noqa: E731 (after the date)
     assert body((recipe / "RESULTS.md").read_text()) == body(results)
-
-    # Changed settings are refused, not served from the old run or corpus.
-    changed = run(
-        recipe,
-        *SHRUNKEN,
-        "--stage",
-        "3",
-        "--stop_stage",
-        "3",
-        "--train_args",
-        "--max_epoch 1 --loss_conf margin=0.3",
-    )
     assert changed.returncode != 0
     assert "not resuming" in changed.stdout and "loss_conf" in changed.stdout
     other_corpus = run(

@@ -38,7 +38,7 @@ def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def run_side_by_side(recipe: Path, *commands) -> List[subprocess.CompletedProcess]:
-    """run.sh with each argument list, all at once (each is mostly imports)."""
+    """run.sh with each argument list, all at once (short runs are mostly imports)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = [
         subprocess.Popen(
@@ -78,9 +78,21 @@ def table_rows(results: str, section: str):
 
 @pytest.mark.slow
 def test_every_stage_of_the_shrunken_recipe(recipe):
-    proc = run(recipe, *SHRUNKEN)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-5000:]
+    first = run(recipe, *SHRUNKEN, "--stop_stage", "3")
+    assert first.returncode == 0, (first.stdout + first.stderr)[-5000:]
+    # Side by side once stage 3 is done: stages 4-6; a second training seed (its own
+    # directory; scoring several seeds is tested in test_scoring.py); and a changed
+    # setting for the finished run (refused, not served).
+    rest, seed1, changed = run_side_by_side(
+        recipe,
+        [*SHRUNKEN, "--stage", "4"],
+        [*SHRUNKEN, "--stage", "3", "--stop_stage", "3", "--train_seed", "1",
+         "--use_lm", "false"],
+        [*SHRUNKEN, "--stage", "3", "--stop_stage", "3",
+         "--train_args", "--max_epoch 1 --loss_conf margin=0.3"],
+    )  # fmt: skip
+    log = first.stdout + first.stderr + rest.stdout + rest.stderr
+    assert rest.returncode == 0, log[-5000:]
     for stage in range(1, 7):
         assert f"stage {stage}:" in log
     exp = recipe / "exp"
@@ -116,25 +128,17 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
     ]
     assert "54 (18 target, 36 non-target) from 3 speakers" in results
 
-    # Side by side, on the data above: a second training seed (its own directory;
-    # scoring several seeds is tested in test_scoring.py), scoring again (the same
-    # tables), and a changed setting for the finished run (refused, not served).
-    seed1, again, changed = run_side_by_side(
-        recipe,
-        [*SHRUNKEN, "--stage", "3", "--stop_stage", "3", "--train_seed", "1",
-         "--use_lm", "false"],
-        [*SHRUNKEN, "--stage", "6", "--stop_stage", "6"],
-        [*SHRUNKEN, "--stage", "3", "--stop_stage", "3",
-         "--train_args", "--max_epoch 1 --loss_conf margin=0.3"],
-    )  # fmt: skip
     assert seed1.returncode == 0, (seed1.stdout + seed1.stderr)[-3000:]
     config1 = (exp / "aamsoftmax_sc_topk/seed1/config.yaml").read_text()
     assert "\nseed: 1\n" in config1 and "\nseed: 0\n" in config
+    assert changed.returncode != 0
+    assert "not resuming" in changed.stdout and "loss_conf" in changed.stdout
+
+    # Scoring again gives the same tables.
+    again = run(recipe, *SHRUNKEN, "--stage", "6", "--stop_stage", "6")
     assert again.returncode == 0, again.stderr[-3000:]
     body = lambda text: text.split("- machine:", 1)[1]  # noqa: E731 (after the date)
     assert body((recipe / "RESULTS.md").read_text()) == body(results)
-    assert changed.returncode != 0
-    assert "not resuming" in changed.stdout and "loss_conf" in changed.stdout
     other_corpus = run(
         recipe,
         *SHRUNKEN,

@@ -142,27 +142,37 @@ if [ "${use_lm}" = true ] && [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; 
         $(train_data_args) "${lm_loss_args[@]}" ${lm_args}
 fi
 
+# Embeddings of data/$2 with the model in $1 into $1/embed/$2_embeddings.npz (ESPnet
+# writes partial files into its output directory, so each set gets its own first).
+extract() {
+    local m="$1" set="$2"
+    rm -rf "${m}/embed_${set}"
+    mkdir -p "${m}/embed" "${m}/embed_${set}"
+    ${python} -m espnet_plugin_intertopk.bin.spk_embed_extract \
+        --spk_train_config "${m}/config.yaml" --spk_model_file "${m}/valid.eer.best.pth" \
+        --output_dir "${m}/embed_${set}" --ngpu "${ngpu}" --num_eval "${extract_num_eval}" \
+        --target_duration "${extract_duration}" \
+        --data_path_and_name_and_type "data/${set}/trial.scp,speech,sound" \
+        --data_path_and_name_and_type "data/${set}/trial2.scp,speech2,sound" \
+        --data_path_and_name_and_type "data/${set}/trial_label,spk_labels,text" \
+        --shape_file "dump/${set}_shape" --fold_length 120000 \
+        > "${m}/embed_${set}.log" 2>&1 || { tail -n 30 "${m}/embed_${set}.log"; return 1; }
+    mv "${m}/embed_${set}/${set}_embeddings.npz" "${m}/embed/"
+    rm -rf "${m}/embed_${set}"
+}
+
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     sets=(test)
     if [ "${score_norm}" = asnorm ]; then sets+=(cohort); fi
     for n in "${names[@]}"; do
         m="${expdir}/${n}/seed${train_seed}"
+        log "stage 5: ${sets[*]} embeddings with ${m}/valid.eer.best.pth (side by side)"
+        pids=()
         for set in "${sets[@]}"; do
-            log "stage 5: ${set} embeddings with ${m}/valid.eer.best.pth"
-            rm -rf "${m}/embed_${set}"
-            mkdir -p "${m}/embed" "${m}/embed_${set}"
-            ${python} -m espnet_plugin_intertopk.bin.spk_embed_extract \
-                --spk_train_config "${m}/config.yaml" --spk_model_file "${m}/valid.eer.best.pth" \
-                --output_dir "${m}/embed_${set}" --ngpu "${ngpu}" --num_eval "${extract_num_eval}" \
-                --target_duration "${extract_duration}" \
-                --data_path_and_name_and_type "data/${set}/trial.scp,speech,sound" \
-                --data_path_and_name_and_type "data/${set}/trial2.scp,speech2,sound" \
-                --data_path_and_name_and_type "data/${set}/trial_label,spk_labels,text" \
-                --shape_file "dump/${set}_shape" --fold_length 120000 \
-                > "${m}/embed_${set}.log" 2>&1 || { tail -n 30 "${m}/embed_${set}.log"; exit 1; }
-            mv "${m}/embed_${set}/${set}_embeddings.npz" "${m}/embed/"
-            rm -rf "${m}/embed_${set}"
+            extract "${m}" "${set}" &
+            pids+=($!)
         done
+        for pid in "${pids[@]}"; do wait "${pid}" || exit 1; done
     done
 fi
 

@@ -58,6 +58,10 @@ def _isa_flags() -> list:
 def build_problem() -> str:
     """Why the extension cannot be built here ('' if it can): a C++ compiler and ninja
     are needed."""
+    if _module is not None:
+        # Checked at every step by the selection: once built, no compiler is needed
+        # (and no `ninja --version` subprocess runs on the training path).
+        return ""
     from torch.utils import cpp_extension
 
     compiler = os.environ.get("CXX", "c++")

@@ -165,7 +165,9 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
         return (
             f"nout={self.in_features}, nclasses={self.out_features}, K={self.K}, "
             f"scale={self.scale}, margin={self.margin}, mp={self.mp}, "
-            f"k_top={self.k_top}, easy_margin={self.easy_margin}, do_lm={self.do_lm}"
+            f"k_top={self.k_top}, easy_margin={self.easy_margin}, do_lm={self.do_lm}, "
+            f"class_chunk_size={self.class_chunk_size}, "
+            f"compile_kernels={self.compile_kernels}, check_values={self.check_values}"
         )
 
     def _check_input(self, x: torch.Tensor, label: Optional[torch.Tensor]):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+import torch
 
 from espnet_plugin_intertopk.kernels import fused_cpu
 from espnet_plugin_intertopk.recipe import synthetic_corpus
@@ -32,9 +33,9 @@ def _cpu_compiler_problem() -> str:
 
 # The compile_kernels tests run wherever a C++ compiler and ninja are found (they are on
 # this project's machines) and are reported as skipped, with the reason, where not.
-_NO_CPU_COMPILER = _cpu_compiler_problem()
+NO_CPU_COMPILER = _cpu_compiler_problem()
 needs_cpu_compiler = pytest.mark.skipif(
-    bool(_NO_CPU_COMPILER), reason=_NO_CPU_COMPILER or "compiler found"
+    bool(NO_CPU_COMPILER), reason=NO_CPU_COMPILER or "compiler found"
 )
 
 SMALL = dict(
@@ -185,4 +186,49 @@ def epoch_results(log: str) -> Dict[int, Dict[str, float]]:
                     except ValueError:
                         pass
         out[int(epoch)] = stats
+    return out
+
+
+# The margin schedule of the ESPnet runs in the tests: exp warm-up over epochs 1-2.
+SCHEDULE = [
+    "--margin_scheduler",
+    "exp",
+    "--margin_scheduler_conf",
+    "initial_margin=0.0",
+    "--margin_scheduler_conf",
+    "final_margin=0.2",
+    "--margin_scheduler_conf",
+    "increase_start_epoch=1",
+    "--margin_scheduler_conf",
+    "fix_start_epoch=3",
+    "--margin_scheduler_conf",
+    "update_per=iteration",
+]
+PLUGIN_REPR = "ArcMarginProduct_intertopk_subcenter(nout=32, nclasses=6"
+
+
+def reporter_stats(exp: Path):
+    return torch.load(exp / "checkpoint.pth", weights_only=False)["reporter"]["stats"]
+
+
+def loss_weight(path: Path) -> torch.Tensor:
+    states = torch.load(path, map_location="cpu", weights_only=False)
+    return (states["model"] if "model" in states else states)["loss.weight"]
+
+
+def margin_by_hand(epoch: int, iteration: int, n: int) -> float:
+    """SCHEDULE written out: 0.2 (1 - 0.001^(p / 2)) at p = epoch - 1 + iteration / n
+    epochs into training, 0.2 from p = 2 (the start of epoch 3) on."""
+    p = epoch - 1 + iteration / n
+    return 0.2 * (1 - 0.001 ** (p / 2)) if p < 2 else 0.2
+
+
+def expected_epoch_margins(stats):
+    """Mean of the per-iteration margins by hand, epoch by epoch (ESPnet's
+    ``total_count`` counts the iterations of all epochs so far)."""
+    out, done = {}, 0
+    for epoch in sorted(stats):
+        n = stats[epoch]["train"]["total_count"] - done
+        done += n
+        out[epoch] = sum(margin_by_hand(epoch, i, n) for i in range(n)) / n
     return out

@@ -17,8 +17,8 @@ import yaml
 from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
 DIGESTS = "input_digests.yaml"
-# What may change between a run and its resumption: how long it trains, where it runs
-# and where its directory lies.
+# What may change between a run and its resumption: how long it trains, where and how
+# it runs and where its directory lies.
 MAY_CHANGE = frozenset(
     {
         "config",
@@ -41,6 +41,8 @@ MAY_CHANGE = frozenset(
         "dist_master_addr",
         "dist_master_port",
         "dist_launcher",
+        # How the plugin's loss computes (kernels, checks), not what.
+        "loss_plugin_conf",
     }
 )
 

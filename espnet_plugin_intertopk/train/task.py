@@ -4,7 +4,13 @@ import argparse
 from typing import Optional
 
 from espnet2.tasks.spk import SpeakerTask
+from espnet2.utils.nested_dict_action import NestedDictAction
 
+from espnet_plugin_intertopk.train.loss_options import (
+    PLUGIN_CONF,
+    loss_arguments,
+    split_loss_options,
+)
 from espnet_plugin_intertopk.train.margin_scheduler import margin_scheduler_choices
 from espnet_plugin_intertopk.train.resume_check import check_and_record
 from espnet_plugin_intertopk.train.trainer import (
@@ -14,15 +20,35 @@ from espnet_plugin_intertopk.train.trainer import (
 
 
 class IntertopkSpeakerTask(SpeakerTask):
-    """SpeakerTask + ``--margin_scheduler {constant,linear,exp}`` and its trainer, and a
-    refusal to resume a run whose settings or inputs changed."""
+    """SpeakerTask + ``--margin_scheduler {constant,linear,exp}`` and its trainer, a
+    config.yaml that plain ESPnet can rebuild the model from, and a refusal to resume a
+    run whose settings or inputs changed."""
 
     class_choices_list = SpeakerTask.class_choices_list + [margin_scheduler_choices]
     trainer = MarginSchedulingSpkTrainer
 
     @classmethod
+    def add_task_arguments(cls, parser: argparse.ArgumentParser):
+        super().add_task_arguments(parser)
+        parser.add_argument(
+            f"--{PLUGIN_CONF}",
+            action=NestedDictAction,
+            default=dict(),
+            help="Options of the plugin's loss class that ESPnet's class of the same "
+            "name does not take (class_chunk_size, compile_kernels, check_values, "
+            "return_accuracy). They may be given in --loss_conf too: the task moves "
+            "them here, so that plain ESPnet can rebuild a trained model from its "
+            "config.yaml.",
+        )
+
+    @classmethod
     def build_model(cls, args: argparse.Namespace):
-        model = super().build_model(args)
+        espnet_conf = args.loss_conf
+        args.loss_conf = loss_arguments(args)
+        try:
+            model = super().build_model(args)
+        finally:
+            args.loss_conf = espnet_conf
         # Fail at start-up, not after the data loaders are built, on a bad schedule.
         if build_margin_scheduler(args) is not None and not callable(
             getattr(model.loss, "update", None)
@@ -36,9 +62,12 @@ class IntertopkSpeakerTask(SpeakerTask):
 
     @classmethod
     def main(cls, args: Optional[argparse.Namespace] = None, cmd=None):
-        """ESPnet's main, after refusing to resume a run whose settings changed."""
+        """ESPnet's main, with the plugin-only loss options set apart, after refusing
+        to resume a run whose settings changed."""
         if args is None:
             args = cls.get_parser().parse_args(cmd)
-        if not args.print_config and not getattr(args, "collect_stats", False):
-            check_and_record(args)
+        if not args.print_config:
+            split_loss_options(args)
+            if not getattr(args, "collect_stats", False):
+                check_and_record(args)
         super().main(args=args)

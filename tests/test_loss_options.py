@@ -1,0 +1,153 @@
+"""Plugin-only loss options are kept out of ``loss_conf``, so that plain ESPnet can
+rebuild a plugin-trained model, while the plugin's class still gets them."""
+
+import argparse
+import inspect
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from espnet2.bin.spk_inference import Speech2Embedding
+from espnet2.tasks.spk import loss_choices
+from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
+from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+
+from espnet_plugin_intertopk.loss import ArcMarginProduct_intertopk_subcenter as Plugin
+from espnet_plugin_intertopk.train.loss_options import split_loss_options
+from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
+
+from conftest import TINY_CONFIG
+
+ESPNET_CLASS = loss_choices.get_class("aamsoftmax_sc_topk_espnet")
+
+
+def parameters(cls):
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+# Every option of the plugin's class that ESPnet's class does not take, read from the
+# two signatures (so a new plugin option is covered here without editing the test).
+PLUGIN_ONLY = sorted(parameters(Plugin) - parameters(ESPNET_CLASS))
+VALUES = {
+    "class_chunk_size": 4,
+    "compile_kernels": True,
+    "check_values": True,
+    "return_accuracy": True,
+}
+
+
+def parse(*extra):
+    return IntertopkSpeakerTask.get_parser().parse_args(
+        ["--config", str(TINY_CONFIG), "--spk_num", "6", *extra]
+    )
+
+
+def conf_args(options):
+    return [a for k, v in options.items() for a in ("--loss_conf", f"{k}={v}")]
+
+
+def test_every_plugin_only_option_has_a_test_value():
+    assert PLUGIN_ONLY == sorted(VALUES)
+
+
+def test_split_moves_only_what_espnets_class_does_not_take():
+    args = parse(*conf_args(VALUES), "--loss_conf", "margin=0.3")
+    split_loss_options(args)
+    assert args.loss_plugin_conf == VALUES
+    assert args.loss_conf == {"K": 3, "k_top": 2, "margin": 0.3}
+    split_loss_options(args)  # idempotent
+    assert args.loss_plugin_conf == VALUES and "margin" in args.loss_conf
+
+
+def test_conflicting_or_misplaced_options_are_named():
+    args = parse(
+        "--loss_conf", "check_values=true", "--loss_plugin_conf", "check_values=false"
+    )
+    with pytest.raises(ValueError, match="'check_values' is given twice"):
+        split_loss_options(args)
+    args = parse("--loss_plugin_conf", "margin=0.3")
+    with pytest.raises(ValueError, match="'margin' belongs in loss_conf"):
+        split_loss_options(args)
+    args = parse("--loss", "aamsoftmax", "--loss_plugin_conf", "check_values=true")
+    with pytest.raises(ValueError, match="--loss aamsoftmax takes all its options"):
+        split_loss_options(args)
+
+
+def test_other_losses_keep_their_loss_conf():
+    args = parse("--loss", "aamsoftmax", "--loss_conf", "margin=0.3")
+    split_loss_options(args)
+    assert args.loss_conf["margin"] == 0.3 and args.loss_plugin_conf == {}
+
+
+CASES = {**{k: {k: v} for k, v in VALUES.items()}, "all": VALUES}
+PLAIN = """
+import importlib.abc, json, sys
+import numpy as np
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "espnet_plugin_intertopk":
+            raise ImportError(name)
+sys.meta_path.insert(0, Block())
+from espnet2.bin.spk_inference import Speech2Embedding
+cases, speech = json.loads(sys.argv[1]), np.load(sys.argv[2])
+out = {}
+for name, (config, model) in cases.items():
+    embed = Speech2Embedding(config, model)
+    assert type(embed.spk_model.loss).__module__.startswith("espnet2."), name
+    out[name] = embed(speech).numpy()
+np.savez(sys.argv[3], **out)
+"""
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    """For each case: built by the plugin's task, config.yaml dumped as ESPnet's
+    trainer dumps it, weights saved."""
+    root = tmp_path_factory.mktemp("options")
+    saved = {}
+    for name, options in CASES.items():
+        args = parse(*conf_args(options))
+        split_loss_options(args)
+        set_all_random_seed(0)
+        model = IntertopkSpeakerTask.build_model(args)
+        for key, value in options.items():
+            assert getattr(model.loss, key) == value, key  # the plugin reads them
+        d = root / name
+        d.mkdir()
+        (d / "config.yaml").write_text(yaml_no_alias_safe_dump(vars(args)))
+        torch.save(model.state_dict(), d / "model.pth")
+        saved[name] = (str(d / "config.yaml"), str(d / "model.pth"))
+    return root, saved
+
+
+def test_plain_espnet_rebuilds_every_plugin_option_with_equal_embeddings(saved_models):
+    root, saved = saved_models
+    speech = np.random.default_rng(0).normal(size=16000).astype(np.float32) * 0.1
+    np.save(root / "speech.npy", speech)
+    proc = subprocess.run(
+        [sys.executable, "-c", PLAIN, json.dumps(saved)]
+        + [str(root / "speech.npy"), str(root / "plain.npz")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    plain = np.load(root / "plain.npz")
+    assert sorted(plain.files) == sorted(CASES)
+    for name, (config, model) in saved.items():
+        embed = Speech2Embedding(config, model)
+        assert type(embed.spk_model.loss) is Plugin
+        ours = embed(speech).numpy()
+        assert np.abs(plain[name] - ours).max() <= 1e-6, name
+        assert np.abs(ours).max() > 0
+
+
+def test_plugin_rebuilds_the_saved_model_with_its_options(saved_models):
+    _, saved = saved_models
+    config, model_file = saved["all"]
+    model, args = IntertopkSpeakerTask.build_model_from_file(config, model_file)
+    for key, value in VALUES.items():
+        assert getattr(model.loss, key) == value, key
+    assert isinstance(args, argparse.Namespace) and args.loss_plugin_conf == VALUES

@@ -20,6 +20,17 @@ settings=(
     "espnet_m0.3_s30|aamsoftmax_sc_topk_espnet|--loss_conf margin=0.3 --loss_conf scale=30"
     "aam_m0.2|aamsoftmax|--loss_conf margin=0.2 --loss_conf scale=32"
     "aam_m0.3_s30|aamsoftmax|--loss_conf margin=0.3 --loss_conf scale=30"
+    # Second round (2026-11-29): the plugin's penalty (k_top 0 = off, 10; mp doubled)
+    # at the chosen schedule, and each baseline's margin x scale grid completed.
+    "plugin_k0|aamsoftmax_sc_topk|--loss_conf k_top=0"
+    "plugin_k10|aamsoftmax_sc_topk|--loss_conf k_top=10"
+    "plugin_mp0.12|aamsoftmax_sc_topk|--loss_conf mp=0.12"
+    "espnet_m0.2_s30|aamsoftmax_sc_topk_espnet|--loss_conf margin=0.2 --loss_conf scale=30"
+    "espnet_m0.3_s32|aamsoftmax_sc_topk_espnet|--loss_conf margin=0.3 --loss_conf scale=32"
+    "espnet_m0.25|aamsoftmax_sc_topk_espnet|--loss_conf margin=0.25 --loss_conf scale=32"
+    "aam_m0.2_s30|aamsoftmax|--loss_conf margin=0.2 --loss_conf scale=30"
+    "aam_m0.3_s32|aamsoftmax|--loss_conf margin=0.3 --loss_conf scale=32"
+    "aam_m0.25|aamsoftmax|--loss_conf margin=0.25 --loss_conf scale=32"
 )
 
 ./run.sh --stop_stage 2 "$@"

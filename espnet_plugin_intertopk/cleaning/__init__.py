@@ -1,0 +1,1 @@
+"""Sub-center data cleaning: which training utterances sit far from their class."""

@@ -1,0 +1,164 @@
+"""Sub-center cleaning: the streamed, class-chunked statistics against a direct numpy
+computation, and the command line on a model built by the plugin's task (its
+embeddings recomputed here), the collapse to K = 1 included."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
+from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+
+from espnet_plugin_intertopk.bin import spk_subcenter_clean
+from espnet_plugin_intertopk.cleaning.subcenters import SubcenterScan, collapse_weight
+from espnet_plugin_intertopk.recipe.kaldi_data import read_map
+from espnet_plugin_intertopk.train.loss_options import split_loss_options
+from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
+
+from conftest import N_TRAIN_SPK, TINY_CONFIG, digest
+
+
+def by_hand(x, labels, weight, K):
+    """Everything the scan computes, from the full (N, C, K) cosine array."""
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    wn = weight / np.linalg.norm(weight, axis=1, keepdims=True)
+    cos = (xn @ wn.T).reshape(len(x), -1, K)
+    n, c = cos.shape[:2]
+    own = cos[np.arange(n), labels]
+    counts = np.zeros((c, K), int)
+    for label, k in zip(labels, own.argmax(1)):
+        counts[label, k] += 1
+    dominant = counts.argmax(1)
+    per_class = cos.max(2)
+    per_class[np.arange(n), labels] = -np.inf
+    angle = np.degrees(np.arccos(np.clip(own[np.arange(n), dominant[labels]], -1, 1)))
+    return own, per_class.argmax(1), per_class.max(1), dominant, angle
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 100])
+def test_scan_matches_the_full_cosine_array(chunk):
+    rng = np.random.default_rng(chunk)
+    C, K, D, N = 7, 3, 5, 40
+    weight = rng.normal(size=(C * K, D))
+    x, labels = rng.normal(size=(N, D)), rng.integers(0, C, N)
+    scan = SubcenterScan(torch.tensor(weight), K, chunk)
+    for part in np.array_split(np.arange(N), [5, 6, 23]):  # uneven batches
+        scan.add(torch.tensor(x[part]), torch.tensor(labels[part]))
+    got = scan.result()
+    own, other, other_cos, dominant, angle = by_hand(x, labels, weight, K)
+    np.testing.assert_allclose(got.own_cos.numpy(), own, rtol=1e-10)
+    np.testing.assert_array_equal(got.other_class.numpy(), other)
+    np.testing.assert_allclose(got.other_cos.numpy(), other_cos, rtol=1e-10)
+    np.testing.assert_array_equal(got.dominant.numpy(), dominant)
+    np.testing.assert_allclose(got.dominant_angle_deg.numpy(), angle, atol=1e-6)
+
+
+def test_collapsed_logits_are_the_dominant_columns():
+    rng = np.random.default_rng(0)
+    C, K, D = 6, 3, 4
+    weight = torch.tensor(rng.normal(size=(C * K, D)))
+    dominant = torch.tensor(rng.integers(0, K, C))
+    keep = torch.tensor([4, 0, 2])
+    x = F.normalize(torch.tensor(rng.normal(size=(9, D))), dim=1)
+    full = (x @ F.normalize(weight, dim=1).T).view(9, C, K)
+    small = x @ F.normalize(collapse_weight(weight, K, dominant, keep), dim=1).T
+    torch.testing.assert_close(small, full[:, keep, dominant[keep]])
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="nclasses \\* K"):
+        SubcenterScan(torch.zeros(7, 4), K=3)
+    scan = SubcenterScan(torch.zeros(6, 4), K=3)
+    with pytest.raises(ValueError, match="labels must be in \\[0, 2\\)"):
+        scan.add(torch.ones(1, 4), torch.tensor([2]))
+    with pytest.raises(ValueError, match="no embeddings"):
+        scan.result()
+
+
+@pytest.fixture(scope="module")
+def model_files(tiny_corpus, tmp_path_factory):
+    """A model as the plugin's task builds it (seeded), saved like a trained one."""
+    root = tmp_path_factory.mktemp("clean_model")
+    args = IntertopkSpeakerTask.get_parser().parse_args(
+        ["--config", str(TINY_CONFIG), "--spk_num", str(N_TRAIN_SPK)]
+        + ["--spk2utt", str(tiny_corpus / "train" / "spk2utt")]
+    )
+    split_loss_options(args)
+    set_all_random_seed(0)
+    model = IntertopkSpeakerTask.build_model(args)
+    (root / "config.yaml").write_text(yaml_no_alias_safe_dump(vars(args)))
+    torch.save(model.state_dict(), root / "model.pth")
+    return root / "config.yaml", root / "model.pth", model.eval()
+
+
+def test_command_line_report_cleaned_data_and_collapse(
+    model_files, tiny_corpus, tmp_path
+):
+    config, model_file, model = model_files
+    data = tiny_corpus / "train"
+    before = digest(data)
+    wavs, utt2spk = read_map(data / "wav.scp"), read_map(data / "utt2spk")
+    names = [line.split()[0] for line in (data / "spk2utt").read_text().splitlines()]
+    # The model's embeddings and angles, computed here without the tool.
+    import soundfile
+
+    utts = list(wavs)
+    with torch.no_grad():
+        x = torch.cat(
+            [
+                model(
+                    speech=torch.tensor(soundfile.read(wavs[u], dtype="float32")[0])[
+                        None
+                    ],
+                    extract_embd=True,
+                )
+                for u in utts
+            ]
+        ).numpy()
+    labels = np.array([names.index(utt2spk[u]) for u in utts])
+    weight = model.loss.weight.detach().numpy()
+    own, other, _, dominant, angle = by_hand(x, labels, weight, model.loss.K)
+    threshold = float(np.median(angle))  # some flagged, some kept
+    out = tmp_path / "clean"
+    spk_subcenter_clean.main(
+        ["--spk_train_config", str(config), "--spk_model_file", str(model_file)]
+        + ["--data_dir", str(data), "--output_dir", str(out)]
+        + ["--threshold_deg", str(threshold), "--collapse", "true"]
+    )
+    rows = [line.split("\t") for line in (out / "report.tsv").read_text().splitlines()]
+    assert rows[0][0] == "utt" and len(rows) == len(utts) + 1
+    report = {r[0]: r for r in rows[1:]}
+    for i, u in enumerate(utts):
+        r = report[u]
+        assert r[1] == utt2spk[u] and r[4] == names[other[i]]
+        assert float(r[2]) == pytest.approx(angle[i], abs=0.006)  # 2 decimals
+        assert int(r[3]) == own[i].argmax()
+        assert r[6] == ("drop" if angle[i] > threshold else "keep")
+    summary = json.loads((out / "summary.json").read_text())
+    dropped = int((angle > threshold).sum())
+    assert 0 < dropped < len(utts) and summary["utterances_dropped"] == dropped
+    assert sum(summary["angle_histogram_deg"]["counts"]) == len(utts)
+    assert (out / "images" / "angles.png").stat().st_size > 0
+    kept_utts = set(read_map(out / "data" / "wav.scp"))
+    assert kept_utts == {u for i, u in enumerate(utts) if angle[i] <= threshold}
+    spk2utt = read_map(out / "data" / "spk2utt")
+    assert read_map(out / "data" / "category2utt") == spk2utt
+    assert all(spk2utt.values()) and len(spk2utt) == summary["classes_kept"]
+    assert digest(data) == before  # the input directory is only read
+    # The collapsed model: K = 1, one row per kept class, the dominant sub-center.
+    collapsed = yaml.safe_load((out / "collapsed" / "config.yaml").read_text())
+    assert collapsed["loss_conf"]["K"] == 1
+    assert collapsed["spk_num"] == len(spk2utt)
+    small, _ = IntertopkSpeakerTask.build_model_from_file(
+        out / "collapsed" / "config.yaml", out / "collapsed" / "model.pth"
+    )
+    keep = [names.index(s) for s in read_map(out / "data" / "spk2utt")]
+    xn = F.normalize(torch.tensor(x), dim=1)
+    full = (xn @ F.normalize(model.loss.weight.detach(), dim=1).T).view(
+        len(utts), len(names), -1
+    )
+    logits = xn @ F.normalize(small.loss.weight.detach(), dim=1).T
+    torch.testing.assert_close(logits, full[:, keep, dominant[keep]])

@@ -92,7 +92,8 @@ def test_cli_reuses_a_corpus_only_for_the_same_settings(tmp_path, capsys):
     synthetic_corpus.main(_cli_args(out))
     assert "skipping" in capsys.readouterr().out
     assert digest(out) == before
-    for change in (dict(seed=8), dict(n_train_speakers=5)):
+    assert "label_noise" not in (out / ".done").read_text()  # as before the option
+    for change in (dict(seed=8), dict(n_train_speakers=5), dict(label_noise=0.1)):
         with pytest.raises(SystemExit, match="other settings.*" + next(iter(change))):
             synthetic_corpus.main(_cli_args(out, **change))
         assert digest(out) == before
@@ -142,3 +143,22 @@ def test_audio_is_finite_and_not_clipped(tmp_path):
         peak = np.abs(pcm.astype(np.int32)).max()
         assert rate == 16000 and pcm.dtype == np.int16
         assert 0.25 * 32767 < peak <= 0.9 * 32767 + 1, wav.name
+
+
+def test_label_noise_relabels_a_fraction_and_records_the_truth(small_corpus, tmp_path):
+    noisy = tmp_path / "noisy"
+    synthetic_corpus.generate(noisy, seed=7, label_noise=0.25, **SMALL)
+    clean_labels = read_map(small_corpus / "train" / "utt2spk")
+    given = read_map(noisy / "train" / "utt2spk")
+    assert sorted(given) == sorted(clean_labels)
+    changed = {u for u in given if given[u] != clean_labels[u]}
+    assert len(changed) == round(0.25 * len(given))
+    truth = [line.split() for line in (noisy / "noise_truth").read_text().splitlines()]
+    assert {u for u, _, _ in truth} == changed
+    assert all(clean_labels[u] == t and given[u] == g for u, t, g in truth)
+    # Only the training labels differ: the audio and the trial lists are the same.
+    same = ("wav", "valid", "test")
+    assert {k: v for k, v in digest(noisy).items() if k.split("/")[0] in same} == {
+        k: v for k, v in digest(small_corpus).items() if k.split("/")[0] in same
+    }
+    assert "noise_truth" not in {p.name for p in (noisy / "train").iterdir()}

@@ -194,6 +194,7 @@ def generate(
     min_duration: float = 1.5,
     max_duration: float = 3.0,
     seed: int = 0,
+    label_noise: float = 0.0,
 ) -> None:
     """Write the corpus under ``out`` (``train/``, ``valid/``, ``test/``, ``wav/``).
 
@@ -201,7 +202,14 @@ def generate(
     balanced trial list of about ``n_valid_trials`` (ESPnet embeds both sides of every
     validation trial every epoch, so it stays small); ``test`` gets every target pair
     and ``test_nontarget_ratio`` times as many non-target pairs.
+
+    ``label_noise``: that fraction of the training utterances is labelled as another
+    training speaker (drawn at random); the truth goes to ``noise_truth``
+    (``<utt> <true speaker> <given speaker>``) next to ``train/``, which training never
+    reads. Audio, validation and test sets are those of the same seed without noise.
     """
+    if not 0.0 <= label_noise < 1.0:
+        raise ValueError(f"label_noise must be in [0, 1), got {label_noise}")
     out = Path(out)
     wav_dir = (out / "wav").resolve()
     wav_dir.mkdir(parents=True, exist_ok=True)
@@ -238,6 +246,8 @@ def generate(
         num_samples[utt] = len(pcm)
 
     wavs = {u: str(wav_dir / f"{u}.wav") for u in num_samples}
+    if label_noise > 0:
+        splits["train"] = _relabel(out, splits["train"], label_noise, seed)
     for split, utts in splits.items():
         write_speaker_dir(out / split, utts, wavs)
         names = sorted(u for us in utts.values() for u in us)
@@ -256,8 +266,35 @@ def generate(
     write_trials(out / "test", test_trials, wavs)
 
 
+def _relabel(
+    out: Path, speakers: Dict[str, List[str]], fraction: float, seed: int
+) -> Dict[str, List[str]]:
+    """Give ``fraction`` of the utterances another speaker's label; write the truth.
+    Its own random stream, so that the audio and trials do not depend on it."""
+    rng = np.random.default_rng([seed, 0x6E6F69])
+    names = sorted(speakers)
+    true_spk = {u: s for s, us in speakers.items() for u in us}
+    utts = sorted(true_spk)
+    chosen = rng.choice(len(utts), size=round(fraction * len(utts)), replace=False)
+    given = dict(true_spk)
+    for i in sorted(chosen):
+        others = [s for s in names if s != true_spk[utts[i]]]
+        given[utts[i]] = others[rng.integers(len(others))]
+    write_lines(
+        out / "noise_truth",
+        [f"{u} {true_spk[u]} {given[u]}" for u in utts if given[u] != true_spk[u]],
+    )
+    relabelled: Dict[str, List[str]] = {}
+    for u in utts:
+        relabelled.setdefault(given[u], []).append(u)
+    return relabelled
+
+
 def settings_of(args: argparse.Namespace) -> Dict[str, object]:
-    return {k: v for k, v in sorted(vars(args).items()) if k not in ("out", "force")}
+    out = {k: v for k, v in sorted(vars(args).items()) if k not in ("out", "force")}
+    if out.get("label_noise") == 0.0:
+        del out["label_noise"]  # corpora made before the option keep their marker
+    return out
 
 
 def main(argv=None) -> None:

@@ -64,3 +64,11 @@ def test_a_new_run_records_its_inputs(tmp_path):
     recorded = yaml.safe_load((out / "input_digests.yaml").read_text())
     assert list(recorded) == [str(tmp_path / "wav.scp")]
     assert len(recorded[str(tmp_path / "wav.scp")]) == 64
+
+
+def test_the_conf_of_a_choice_that_is_off_may_change(tmp_path):
+    out = finished_run(tmp_path, "--margin_scheduler", "none")
+    changed = ["--margin_scheduler_conf", "fix_start_epoch=9"]
+    check_and_record(parse(tmp_path, out, "--margin_scheduler", "none", *changed))
+    with pytest.raises(ChangedRunError, match="margin_scheduler: None -> 'exp'"):
+        check_and_record(parse(tmp_path, out, "--margin_scheduler", "exp", *changed))

@@ -11,7 +11,7 @@ import argparse
 import hashlib
 import os
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Set
 
 import yaml
 from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
@@ -71,6 +71,16 @@ def input_digests(args: argparse.Namespace) -> Dict[str, str]:
     return out
 
 
+def _unused(saved: dict, wanted: dict) -> Set[str]:
+    """The ``<name>_conf`` of every class choice that is off in both (ESPnet builds
+    nothing from it: ``--margin_scheduler none`` ignores its conf)."""
+    return {
+        f"{k}_conf"
+        for k in set(saved) & set(wanted)
+        if f"{k}_conf" in saved and saved[k] is None and wanted[k] is None
+    }
+
+
 def _differences(saved: dict, wanted: dict, skip=frozenset()) -> List[str]:
     keys = sorted((set(saved) | set(wanted)) - skip)
     return [
@@ -90,7 +100,7 @@ def check_and_record(args: argparse.Namespace) -> None:
         if (out / "config.yaml").exists():
             saved = yaml.safe_load((out / "config.yaml").read_text())
             wanted = yaml.safe_load(yaml_no_alias_safe_dump(vars(args)))
-            problems += _differences(saved, wanted, MAY_CHANGE)
+            problems += _differences(saved, wanted, MAY_CHANGE | _unused(saved, wanted))
         if (out / DIGESTS).exists():
             recorded = yaml.safe_load((out / DIGESTS).read_text())
             problems += [f"content of {d}" for d in _differences(recorded, digests)]

@@ -38,7 +38,8 @@ train_one() {
     local name="${1%%|*}" rest="${1#*|}"
     local loss="${rest%%|*}" extra="${rest#*|}"
     ./run.sh --stage 3 --stop_stage 3 --use_lm false --loss "${loss}" \
-        --tag "sweep_${name}" --train_args "${extra}" "${@:2}" > "exp/sweep_${name}.log" 2>&1
+        --tag "sweep_${name}" --train_args "${extra}" "${@:2}" > "exp/sweep_${name}.log" 2>&1 \
+        || echo "sweep: ${name} failed, see exp/sweep_${name}.log"
 }
 mkdir -p exp
 running=0

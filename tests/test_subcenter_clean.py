@@ -13,6 +13,8 @@ from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
 from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
 from espnet_plugin_intertopk.bin import spk_subcenter_clean
+from espnet_plugin_intertopk.cleaning import evaluation
+from espnet_plugin_intertopk.cleaning.evaluation import precision_recall
 from espnet_plugin_intertopk.cleaning.subcenters import SubcenterScan, collapse_weight
 from espnet_plugin_intertopk.recipe.kaldi_data import read_map
 from espnet_plugin_intertopk.train.loss_options import split_loss_options
@@ -162,3 +164,25 @@ def test_command_line_report_cleaned_data_and_collapse(
     )
     logits = xn @ F.normalize(small.loss.weight.detach(), dim=1).T
     torch.testing.assert_close(logits, full[:, keep, dominant[keep]])
+
+
+def test_precision_and_recall_of_the_flags(tmp_path, capsys):
+    angles = {"a": 10.0, "b": 80.0, "c": 50.0, "d": 95.0, "e": 70.0}
+    noisy = {"b", "d", "e"}
+    rows = precision_recall(angles, noisy, [60, 75, 100])
+    assert [r["flagged"] for r in rows] == [3, 2, 0]
+    assert rows[0]["precision"] == 1.0 and rows[0]["recall"] == 1.0
+    assert rows[1]["precision"] == 1.0 and rows[1]["recall"] == pytest.approx(2 / 3)
+    assert np.isnan(rows[2]["precision"]) and rows[2]["recall"] == 0.0
+    with pytest.raises(ValueError, match="not in the report"):
+        precision_recall(angles, {"z"}, [60])
+    # The command line reads the tool's report and the corpus's noise_truth.
+    report = tmp_path / "report.tsv"
+    report.write_text(
+        "utt\tlabel\tangle_dominant_deg\tx\n"
+        + "".join(f"{u}\ts\t{a}\t0\n" for u, a in angles.items())
+    )
+    truth = tmp_path / "noise_truth"
+    truth.write_text("".join(f"{u} s1 s2\n" for u in sorted(noisy)))
+    evaluation.main([str(report), str(truth), "--thresholds", "75"])
+    assert "| 75 | 2 | 1.000 | 0.667 |" in capsys.readouterr().out

@@ -25,6 +25,7 @@ lm_margin=0.5
 use_lm=true            # run stage 4 (and extract/score the LM model)
 expdir=exp
 tag=                   # model name (default: the loss name); the LM model is <tag>_lm
+lm_tag=                # LM model name instead of <tag>_lm (e.g. for an LM sweep)
 train_seed=0           # ESPnet's --seed; models go to <expdir>/<name>/seed<train_seed>
 train_args=            # extra arguments for spk_train in stage 3
 lm_args=               # extra arguments for spk_train in stage 4
@@ -77,10 +78,11 @@ case "${loss}" in
     *) echo "$0: --loss must be aamsoftmax_sc_topk, aamsoftmax_sc_topk_espnet or aamsoftmax" >&2; exit 1 ;;
 esac
 name="${tag:-${loss}}"
+lm_name="${lm_tag:-${name}_lm}"
 names=("${name}")
-if [ "${use_lm}" = true ]; then names+=("${name}_lm"); fi
+if [ "${use_lm}" = true ]; then names+=("${lm_name}"); fi
 exp="${expdir}/${name}/seed${train_seed}"
-exp_lm="${expdir}/${name}_lm/seed${train_seed}"
+exp_lm="${expdir}/${lm_name}/seed${train_seed}"
 
 # Validation trials (checkpoint selection) in stages 3-4; the test trials are read in
 # stages 5-6 only.

@@ -80,6 +80,8 @@ def test_the_plugin_is_imported_first(tmp_path):
 def test_without_a_program_it_prints_its_usage(tmp_path):
     proc = subprocess.run([WRAPPER], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "usage: espnet-intertopk-python" in proc.stderr
+    python, wrapper = both(["-m"], tmp_path)
+    assert python[0] == wrapper[0] == 2
 
 
 @pytest.mark.parametrize(

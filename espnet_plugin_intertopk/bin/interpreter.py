@@ -69,7 +69,10 @@ def parse(argv: List[str]) -> Tuple[List[str], Optional[str], Optional[str], Lis
                 elif i + 1 < len(argv):
                     value, i = argv[i + 1], i + 2
                 else:
-                    raise SystemExit(f"Argument expected for the -{letter} option")
+                    print(
+                        f"Argument expected for the -{letter} option", file=sys.stderr
+                    )
+                    raise SystemExit(2)
                 if letter in "mc":
                     return options, "-" + letter, value, argv[i:]
                 options += ["-" + letter, value]

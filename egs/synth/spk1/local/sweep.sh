@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The sweep that chose the recipe's defaults, scored on the validation trials only:
 # each setting is trained once (stage 3, --train_seed 0) into exp/sweep_<name>/seed0,
-# then the best validation EER of each run is tabulated. Each loss gets the same
-# budget on its own main knobs. Options go to every run.sh call.
+# then the best validation EER of each run is tabulated. Each loss is swept on its own
+# main knobs: the plugin's schedule and penalty (7 settings), each baseline's margin x
+# scale (5). LM settings: local/sweep_lm.sh. Options go to every run.sh call.
 #
 #   local/sweep.sh [--jobs 2] [run.sh options...]
 set -euo pipefail

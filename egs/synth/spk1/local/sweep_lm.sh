@@ -13,7 +13,7 @@ if [ "${1:-}" = --jobs ]; then jobs="$2"; shift 2; fi
 
 # loss | its chosen stage-3 sweep run
 bases=(
-    "aamsoftmax_sc_topk|sweep_plugin_exp_6_11"
+    "aamsoftmax_sc_topk|sweep_plugin_k10"
     "aamsoftmax_sc_topk_espnet|sweep_espnet_m0.3_s30"
     "aamsoftmax|sweep_aam_m0.2"
 )

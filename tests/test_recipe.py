@@ -197,3 +197,19 @@ def test_user_data_dir_without_a_required_file_is_named(recipe, tmp_path):
 def test_unknown_option_is_refused(recipe):
     proc = run(recipe, "--no_such_option", "1")
     assert proc.returncode != 0 and "unknown option --no_such_option" in proc.stderr
+
+
+def test_label_noise_gets_its_own_corpus_and_only_the_training_labels_change(recipe):
+    sizes = SHRUNKEN[: SHRUNKEN.index("--train_config")]
+    clean = run(recipe, *sizes, "--stop_stage", "1")
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    clean_labels = (recipe / "data/train/utt2spk").read_text()
+    noisy = run(recipe, *sizes, "--stop_stage", "1", "--label_noise", "0.2")
+    assert noisy.returncode == 0, noisy.stderr[-3000:]
+    corpus = recipe / "downloads" / "synth_seed0_noise0.2"
+    truth = (corpus / "noise_truth").read_text().splitlines()
+    assert len(truth) == round(0.2 * 5 * 5)  # 5 speakers x 5 utterances
+    given = dict(line.split() for line in (recipe / "data/train/utt2spk").open())
+    assert all(given[u] == g != t for u, t, g in (line.split() for line in truth))
+    assert (recipe / "data/train/utt2spk").read_text() != clean_labels
+    assert not list((recipe / "data").rglob("noise_truth"))  # training never sees it

@@ -44,7 +44,9 @@ results=RESULTS.md
 train_dir=
 valid_dir=             # default: hold out n_valid_speakers training speakers
 test_dir=
-corpus_dir=            # default: downloads/synth_seed<seed>
+corpus_dir=            # default: downloads/synth_seed<seed>[_noise<label_noise>]
+label_noise=0          # synthetic corpus: fraction of training utterances labelled as
+                       # another speaker (truth in <corpus_dir>/noise_truth, never read)
 n_train_speakers=100
 n_valid_speakers=20
 n_test_speakers=20
@@ -110,16 +112,18 @@ train_into() {
     grep "epoch results" "${out}/train.log" | sed 's/^.*INFO: //' | cut -c1-220
 }
 
+default_corpus="downloads/synth_seed${seed}"
+if [ "${label_noise}" != 0 ]; then default_corpus+="_noise${label_noise}"; fi
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     log "stage 1: data preparation"
     local/data.sh --python "${python}" --train_dir "${train_dir}" --valid_dir "${valid_dir}" \
-        --test_dir "${test_dir}" --corpus_dir "${corpus_dir:-downloads/synth_seed${seed}}" \
+        --test_dir "${test_dir}" --corpus_dir "${corpus_dir:-${default_corpus}}" \
         --n_train_speakers "${n_train_speakers}" --n_valid_speakers "${n_valid_speakers}" \
         --n_test_speakers "${n_test_speakers}" --utts_per_speaker "${utts_per_speaker}" \
         --valid_utts_per_speaker "${valid_utts_per_speaker}" \
         --test_utts_per_speaker "${test_utts_per_speaker}" --n_valid_trials "${n_valid_trials}" \
         --test_nontarget_ratio "${test_nontarget_ratio}" --seed "${seed}" \
-        --cohort_utts_per_speaker "${cohort_utts_per_speaker}"
+        --cohort_utts_per_speaker "${cohort_utts_per_speaker}" --label_noise "${label_noise}"
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then

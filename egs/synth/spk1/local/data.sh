@@ -28,6 +28,7 @@ n_valid_trials=600
 test_nontarget_ratio=
 seed=0
 cohort_utts_per_speaker=3
+label_noise=0
 . "$(dirname "$0")/parse_options.sh"
 
 kaldi_data() { ${python} -m espnet_plugin_intertopk.recipe.kaldi_data "$@"; }
@@ -36,13 +37,16 @@ if [ -z "${train_dir}" ] && [ -z "${test_dir}" ]; then
     corpus_args=()
     for name in n_train_speakers n_valid_speakers n_test_speakers utts_per_speaker \
             valid_utts_per_speaker test_utts_per_speaker n_valid_trials \
-            test_nontarget_ratio seed; do
+            test_nontarget_ratio seed label_noise; do
         if [ -n "${!name}" ]; then corpus_args+=("--${name}" "${!name}"); fi
     done
     ${python} -m espnet_plugin_intertopk.recipe.synthetic_corpus "${corpus_dir}" "${corpus_args[@]}"
     train_dir="${corpus_dir}/train"
     valid_dir="${corpus_dir}/valid"
     test_dir="${corpus_dir}/test"
+elif [ "${label_noise}" != 0 ]; then
+    echo "$0: --label_noise is for the synthetic corpus, not for --train_dir" >&2
+    exit 1
 elif [ -z "${train_dir}" ] || [ -z "${test_dir}" ]; then
     echo "$0: give both --train_dir and --test_dir (or neither, for the synthetic corpus)" >&2
     exit 1

@@ -3,7 +3,7 @@
 # each setting is trained once (stage 3, --train_seed 0) into exp/sweep_<name>/seed0,
 # then the best validation EER of each run is tabulated. Each loss is swept on its own
 # main knobs: the plugin's schedule and penalty (7 settings), each baseline's margin x
-# scale (5). LM settings: local/sweep_lm.sh. Options go to every run.sh call.
+# scale (7). LM settings: local/sweep_lm.sh. Options go to every run.sh call.
 #
 #   local/sweep.sh [--jobs 2] [run.sh options...]
 set -euo pipefail
@@ -32,6 +32,11 @@ settings=(
     "aam_m0.2_s30|aamsoftmax|--loss_conf margin=0.2 --loss_conf scale=30"
     "aam_m0.3_s32|aamsoftmax|--loss_conf margin=0.3 --loss_conf scale=32"
     "aam_m0.25|aamsoftmax|--loss_conf margin=0.25 --loss_conf scale=32"
+    # Third round: two more per baseline around its best, for the plugin's seven.
+    "espnet_m0.35_s30|aamsoftmax_sc_topk_espnet|--loss_conf margin=0.35 --loss_conf scale=30"
+    "espnet_m0.3_s28|aamsoftmax_sc_topk_espnet|--loss_conf margin=0.3 --loss_conf scale=28"
+    "aam_m0.15|aamsoftmax|--loss_conf margin=0.15 --loss_conf scale=32"
+    "aam_m0.2_s34|aamsoftmax|--loss_conf margin=0.2 --loss_conf scale=34"
 )
 
 ./run.sh --stop_stage 2 "$@"

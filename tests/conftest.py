@@ -232,3 +232,25 @@ def expected_epoch_margins(stats):
         done += n
         out[epoch] = sum(margin_by_hand(epoch, i, n) for i in range(n)) / n
     return out
+
+
+def build_and_save(directory: Path, *extra: str):
+    """A model as the plugin's task builds it for a run (seed 0), with config.yaml and
+    the weights saved as ESPnet's trainer saves them; returns (config, weights,
+    model)."""
+    from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
+    from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+
+    from espnet_plugin_intertopk.train.loss_options import split_loss_options
+    from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
+
+    args = IntertopkSpeakerTask.get_parser().parse_args(
+        ["--config", str(TINY_CONFIG), "--spk_num", str(N_TRAIN_SPK), *extra]
+    )
+    split_loss_options(args)
+    set_all_random_seed(0)
+    model = IntertopkSpeakerTask.build_model(args)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.yaml").write_text(yaml_no_alias_safe_dump(vars(args)))
+    torch.save(model.state_dict(), directory / "model.pth")
+    return directory / "config.yaml", directory / "model.pth", model

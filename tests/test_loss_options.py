@@ -6,17 +6,14 @@ import inspect
 
 import numpy as np
 import pytest
-import torch
 from espnet2.bin.spk_inference import Speech2Embedding
 from espnet2.tasks.spk import loss_choices
-from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
-from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
 from espnet_plugin_intertopk.loss import ArcMarginProduct_intertopk_subcenter as Plugin
 from espnet_plugin_intertopk.train.loss_options import split_loss_options
 from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
 
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, build_and_save
 
 ESPNET_CLASS = loss_choices.get_class("aamsoftmax_sc_topk_espnet")
 
@@ -89,17 +86,10 @@ def saved_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("options")
     saved = {}
     for name, options in CASES.items():
-        args = parse(*conf_args(options))
-        split_loss_options(args)
-        set_all_random_seed(0)
-        model = IntertopkSpeakerTask.build_model(args)
+        config, weights, model = build_and_save(root / name, *conf_args(options))
         for key, value in options.items():
             assert getattr(model.loss, key) == value, key  # the plugin reads them
-        d = root / name
-        d.mkdir()
-        (d / "config.yaml").write_text(yaml_no_alias_safe_dump(vars(args)))
-        torch.save(model.state_dict(), d / "model.pth")
-        saved[name] = (str(d / "config.yaml"), str(d / "model.pth"))
+        saved[name] = (str(config), str(weights))
     return root, saved
 
 

@@ -9,18 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
-from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
 from espnet_plugin_intertopk.bin import spk_subcenter_clean
 from espnet_plugin_intertopk.cleaning import evaluation
 from espnet_plugin_intertopk.cleaning.evaluation import precision_recall
 from espnet_plugin_intertopk.cleaning.subcenters import SubcenterScan, collapse_weight
 from espnet_plugin_intertopk.recipe.kaldi_data import read_map
-from espnet_plugin_intertopk.train.loss_options import split_loss_options
 from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
 
-from conftest import N_TRAIN_SPK, TINY_CONFIG, digest
+from conftest import build_and_save, digest
 
 
 def by_hand(x, labels, weight, K):
@@ -83,17 +80,12 @@ def test_bad_input_is_named():
 @pytest.fixture(scope="module")
 def model_files(tiny_corpus, tmp_path_factory):
     """A model as the plugin's task builds it (seeded), saved like a trained one."""
-    root = tmp_path_factory.mktemp("clean_model")
-    args = IntertopkSpeakerTask.get_parser().parse_args(
-        ["--config", str(TINY_CONFIG), "--spk_num", str(N_TRAIN_SPK)]
-        + ["--spk2utt", str(tiny_corpus / "train" / "spk2utt")]
+    config, weights, model = build_and_save(
+        tmp_path_factory.mktemp("clean_model"),
+        "--spk2utt",
+        str(tiny_corpus / "train" / "spk2utt"),
     )
-    split_loss_options(args)
-    set_all_random_seed(0)
-    model = IntertopkSpeakerTask.build_model(args)
-    (root / "config.yaml").write_text(yaml_no_alias_safe_dump(vars(args)))
-    torch.save(model.state_dict(), root / "model.pth")
-    return root / "config.yaml", root / "model.pth", model.eval()
+    return config, weights, model.eval()
 
 
 def test_command_line_report_cleaned_data_and_collapse(

@@ -36,7 +36,7 @@ from espnet_plugin_intertopk.cleaning.report import (
     write_summary,
 )
 from espnet_plugin_intertopk.cleaning.subcenters import SubcenterScan, collapse_weight
-from espnet_plugin_intertopk.recipe.kaldi_data import read_map
+from espnet_plugin_intertopk.recipe.kaldi_data import check_data_dir, read_map
 from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
 
 
@@ -76,21 +76,16 @@ def get_parser() -> argparse.ArgumentParser:
 def class_names(train_args: argparse.Namespace) -> List[str]:
     """The class of each loss row, in the order ESPnet's preprocessor numbered them
     (the lines of the training spk2utt)."""
-    return [
-        line.split()[0]
-        for line in Path(train_args.spk2utt).read_text().splitlines()
-        if line.strip()
-    ]
+    return list(read_map(Path(train_args.spk2utt)))
 
 
-def check_data_dir(data_dir: Path, names: List[str]):
-    for f in ("wav.scp", "utt2spk", "spk2utt"):
-        if not (data_dir / f).is_file():
-            raise FileNotFoundError(f"{data_dir / f} is missing")
+def read_data_dir(data_dir: Path, names: List[str]):
+    """wav.scp and utt2spk of a training directory whose speakers the model knows."""
+    check_data_dir(data_dir, "train")
     wavs, utt2spk = read_map(data_dir / "wav.scp"), read_map(data_dir / "utt2spk")
     if set(wavs) != set(utt2spk):
-        raise ValueError(f"{data_dir}: wav.scp and utt2spk list different utterances")
-    unknown = sorted({s for s in utt2spk.values()} - set(names))
+        raise ValueError(f"{data_dir}: wav.scp lists utterances utt2spk does not")
+    unknown = sorted(set(utt2spk.values()) - set(names))
     if unknown:
         raise ValueError(
             f"{data_dir}/utt2spk has speakers the model was not trained on, e.g. "
@@ -147,7 +142,7 @@ def main(cmd: Optional[List[str]] = None) -> None:
             f"the training spk2utt lists {len(names)} speakers, the loss has "
             f"{loss.weight.shape[0] // K} classes"
         )
-    wavs, utt2spk = check_data_dir(args.data_dir, names)
+    wavs, utt2spk = read_data_dir(args.data_dir, names)
     label = {n: i for i, n in enumerate(names)}
     scan = SubcenterScan(loss.weight, K, args.class_chunk_size)
     loader = IntertopkSpeakerTask.build_streaming_iterator(

@@ -13,6 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Dict, List, Sequence, Set
 
+from espnet_plugin_intertopk.recipe.kaldi_data import read_map
+
 
 def read_angles(report: Path) -> Dict[str, float]:
     lines = Path(report).read_text().splitlines()
@@ -22,11 +24,7 @@ def read_angles(report: Path) -> Dict[str, float]:
 
 
 def read_noisy(noise_truth: Path) -> Set[str]:
-    return {
-        line.split()[0]
-        for line in Path(noise_truth).read_text().splitlines()
-        if line.strip()
-    }
+    return set(read_map(noise_truth))
 
 
 def precision_recall(

@@ -12,7 +12,7 @@ import torch
 from espnet_plugin_intertopk.cleaning.subcenters import SubcenterResult
 from espnet_plugin_intertopk.recipe.kaldi_data import write_lines, write_speaker_dir
 
-HISTOGRAM_BIN_DEG = 5
+HISTOGRAM_EDGES_DEG = np.arange(0, 185, 5)  # 5-degree bins over [0, 180]
 
 
 def flagged(result: SubcenterResult, threshold_deg: float) -> torch.Tensor:
@@ -54,8 +54,9 @@ def summarize(
     dropped = torch.bincount(labels[drop], minlength=len(speakers))
     present = n_class > 0
     emptied = present & (dropped == n_class)
-    edges = np.arange(0, 180 + HISTOGRAM_BIN_DEG, HISTOGRAM_BIN_DEG)
-    counts, _ = np.histogram(result.dominant_angle_deg.numpy(), bins=edges)
+    counts, _ = np.histogram(
+        result.dominant_angle_deg.numpy(), bins=HISTOGRAM_EDGES_DEG
+    )
     return {
         "threshold_deg": threshold_deg,
         "utterances": int(labels.numel()),
@@ -69,7 +70,7 @@ def summarize(
             for c in present.nonzero()[:, 0].tolist()
         },
         "angle_histogram_deg": {
-            "edges": edges.tolist(),
+            "edges": HISTOGRAM_EDGES_DEG.tolist(),
             "counts": counts.tolist(),
         },
         "dominant_subcenter_share": round(
@@ -88,8 +89,7 @@ def plot_angles(path: Path, result: SubcenterResult, threshold_deg: float) -> No
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
-    edges = np.arange(0, 180 + HISTOGRAM_BIN_DEG, HISTOGRAM_BIN_DEG)
-    ax.hist(result.dominant_angle_deg.numpy(), bins=edges, color="tab:blue")
+    ax.hist(result.dominant_angle_deg.numpy(), bins=HISTOGRAM_EDGES_DEG)
     ax.axvline(threshold_deg, color="tab:red", linestyle="--", label="threshold")
     ax.set_xlabel("angle to the class's dominant sub-center (degrees)")
     ax.set_ylabel("utterances")

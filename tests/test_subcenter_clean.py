@@ -178,3 +178,18 @@ def test_precision_and_recall_of_the_flags(tmp_path, capsys):
     truth.write_text("".join(f"{u} s1 s2\n" for u in sorted(noisy)))
     evaluation.main([str(report), str(truth), "--thresholds", "75"])
     assert "| 75 | 2 | 1.000 | 0.667 |" in capsys.readouterr().out
+
+
+def test_a_threshold_that_flags_everything_is_refused_after_the_report(
+    model_files, tiny_corpus, tmp_path
+):
+    config, model_file, _ = model_files
+    out = tmp_path / "clean"
+    with pytest.raises(ValueError, match="nothing is left to train on"):
+        spk_subcenter_clean.main(
+            ["--spk_train_config", str(config), "--spk_model_file", str(model_file)]
+            + ["--data_dir", str(tiny_corpus / "train"), "--output_dir", str(out)]
+            + ["--threshold_deg", "0.001", "--collapse", "true"]
+        )
+    assert (out / "report.tsv").exists()  # the angles are there to look at
+    assert not (out / "data").exists() and not (out / "collapsed").exists()

@@ -174,6 +174,12 @@ def main(cmd: Optional[List[str]] = None) -> None:
     summary = summarize(names, result, drop, args.threshold_deg)
     write_summary(out / "summary.json", summary)
     plot_angles(out / "images" / "angles.png", result, args.threshold_deg)
+    if summary["utterances_kept"] == 0:
+        raise ValueError(
+            f"every utterance is more than {args.threshold_deg} degrees from its "
+            f"class's dominant sub-center: nothing is left to train on (the angles "
+            f"are in {out / 'report.tsv'}; an untrained model or a threshold too low)"
+        )
     kept = write_cleaned_dir(out / "data", utts, names, wavs, result, drop)
     logging.info(
         "kept %d of %d utterances, %d of %d classes; report: %s",
@@ -184,7 +190,7 @@ def main(cmd: Optional[List[str]] = None) -> None:
         out / "report.tsv",
     )
     if args.collapse:
-        keep = torch.tensor([label[s] for s in kept])
+        keep = torch.tensor([label[s] for s in kept], dtype=torch.long)
         weight = collapse_weight(loss.weight.cpu(), K, result.dominant, keep)
         write_collapsed(
             out / "collapsed", train_args, args.spk_model_file, out / "data", weight

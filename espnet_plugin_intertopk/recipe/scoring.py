@@ -228,6 +228,11 @@ def main(argv=None) -> None:
     parser.add_argument("--top_n", type=int, default=50, help="AS-norm cohort size")
     parser.add_argument("--floor", type=Path, help="embeddings of an untrained floor")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument(
+        "--append",
+        type=Path,
+        help="a Markdown file appended to the results (e.g. the cleaning evaluation)",
+    )
     args = parser.parse_args(argv)
     models, seeds = args.models.split(), [int(s) for s in args.seeds.split()]
     pairs, labels = read_trials(args.test_dir / "trial_label")
@@ -298,6 +303,8 @@ def main(argv=None) -> None:
         "README)",
     ]
     table = results_markdown(summary, diffs, header)
+    if args.append is not None and args.append.stat().st_size:
+        table += "\n" + args.append.read_text()
     args.results.write_text(table)
     print(table)
 

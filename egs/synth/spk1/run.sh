@@ -10,6 +10,9 @@
 # Stages: 1 data (train / valid / test, disjoint speakers)  2 shape files
 #         3 training (checkpoints selected on valid)  4 large-margin fine-tuning
 #         5 test and cohort embeddings (both models)  6 scoring -> RESULTS.md
+# Cleaning with the sub-centers (for label noise, e.g. --label_noise 0.1):
+#         7 flag utterances far from their class's dominant sub-center, cleaned data
+#         8 retrain on the cleaned data  9 test embeddings, scoring -> RESULTS_<name>.md
 # Every setting below can be overridden as --name value.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -40,13 +43,24 @@ cohort_utts_per_speaker=3  # training utterances per cohort speaker
 bootstrap=1000         # resamples for the confidence intervals
 floor=true             # add the untrained MFCC floor row
 results=RESULTS.md
+# Stages 7-9: cleaning with the sub-centers of the stage-3 model.
+clean_threshold=62     # degrees to the dominant sub-center above which an utterance is
+                       # dropped (chosen on the training data's noise truth, see README)
+clean_init=scratch     # retrain from scratch | collapsed (the stage-3 model with only its
+                       # dominant sub-centers) | both
+clean_reference=       # a model trained on clean labels (in expdir) to score beside
+clean_results=         # default: RESULTS_<name>.md
 # Stage 1: a real corpus in Kaldi style (see local/data.sh), or the synthetic one.
 train_dir=
 valid_dir=             # default: hold out n_valid_speakers training speakers
 test_dir=
 corpus_dir=            # default: downloads/synth_seed<seed>[_noise<label_noise>]
 label_noise=0          # synthetic corpus: fraction of training utterances labelled as
-                       # another speaker (truth in <corpus_dir>/noise_truth, never read)
+                       # another speaker (truth in <corpus_dir>/noise_truth, read by
+                       # stage 7's evaluation only); data, dump and model names then
+                       # get the suffix _noise<label_noise>
+data=                  # default: data[_noise<label_noise>]
+dump=                  # default: dump[_noise<label_noise>]
 n_train_speakers=100
 n_valid_speakers=20
 n_test_speakers=20
@@ -62,6 +76,10 @@ if [ -z "${python}" ]; then
     venv="$(cd ../../.. && pwd)/.venv/bin/python"
     if [ -x "${venv}" ]; then python="${venv}"; else python=python3; fi
 fi
+suffix=
+if [ "${label_noise}" != 0 ]; then suffix="_noise${label_noise}"; fi
+data="${data:-data${suffix}}"
+dump="${dump:-dump${suffix}}"
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh) $*"; }
 
 # The comparison losses run exactly as plain ESPnet runs them: no margin scheduler
@@ -79,24 +97,25 @@ case "${loss}" in
         lm_loss_args=(--loss aamsoftmax --loss_conf "{margin: ${lm_margin}, scale: 32}" --margin_scheduler none) ;;
     *) echo "$0: --loss must be aamsoftmax_sc_topk, aamsoftmax_sc_topk_espnet or aamsoftmax" >&2; exit 1 ;;
 esac
-name="${tag:-${loss}}"
+name="${tag:-${loss}${suffix}}"
 lm_name="${lm_tag:-${name}_lm}"
 names=("${name}")
 if [ "${use_lm}" = true ]; then names+=("${lm_name}"); fi
 exp="${expdir}/${name}/seed${train_seed}"
 exp_lm="${expdir}/${lm_name}/seed${train_seed}"
 
-# Validation trials (checkpoint selection) in stages 3-4; the test trials are read in
-# stages 5-6 only.
+# Validation trials (checkpoint selection) in stages 3, 4 and 8; the test trials are
+# read in stages 5, 6 and 9 only. $1: training data directory, $2: its shape file.
 train_data_args() {
-    echo --train_data_path_and_name_and_type data/train/wav.scp,speech,sound \
-         --train_data_path_and_name_and_type data/train/utt2spk,spk_labels,text \
-         --train_shape_file dump/train_shape \
-         --valid_data_path_and_name_and_type data/valid/trial.scp,speech,sound \
-         --valid_data_path_and_name_and_type data/valid/trial2.scp,speech2,sound \
-         --valid_data_path_and_name_and_type data/valid/trial_label,spk_labels,text \
-         --valid_shape_file dump/valid_shape --fold_length 120000 \
-         --spk2utt data/train/spk2utt --spk_num "$(wc -l < data/train/spk2utt)" \
+    local train="${1:-${data}/train}" shape="${2:-${dump}/train_shape}"
+    echo --train_data_path_and_name_and_type "${train}/wav.scp,speech,sound" \
+         --train_data_path_and_name_and_type "${train}/utt2spk,spk_labels,text" \
+         --train_shape_file "${shape}" \
+         --valid_data_path_and_name_and_type "${data}/valid/trial.scp,speech,sound" \
+         --valid_data_path_and_name_and_type "${data}/valid/trial2.scp,speech2,sound" \
+         --valid_data_path_and_name_and_type "${data}/valid/trial_label,spk_labels,text" \
+         --valid_shape_file "${dump}/valid_shape" --fold_length 120000 \
+         --spk2utt "${train}/spk2utt" --spk_num "$(wc -l < "${train}/spk2utt")" \
          --seed "${train_seed}"
 }
 
@@ -112,12 +131,11 @@ train_into() {
     grep "epoch results" "${out}/train.log" | sed 's/^.*INFO: //' | cut -c1-220
 }
 
-default_corpus="downloads/synth_seed${seed}"
-if [ "${label_noise}" != 0 ]; then default_corpus+="_noise${label_noise}"; fi
+corpus_dir="${corpus_dir:-downloads/synth_seed${seed}${suffix}}"
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     log "stage 1: data preparation"
     local/data.sh --python "${python}" --train_dir "${train_dir}" --valid_dir "${valid_dir}" \
-        --test_dir "${test_dir}" --corpus_dir "${corpus_dir:-${default_corpus}}" \
+        --test_dir "${test_dir}" --corpus_dir "${corpus_dir}" --data "${data}" \
         --n_train_speakers "${n_train_speakers}" --n_valid_speakers "${n_valid_speakers}" \
         --n_test_speakers "${n_test_speakers}" --utts_per_speaker "${utts_per_speaker}" \
         --valid_utts_per_speaker "${valid_utts_per_speaker}" \
@@ -128,10 +146,10 @@ fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     log "stage 2: shape files"
-    mkdir -p dump
-    ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape data/train/wav.scp dump/train_shape
+    mkdir -p "${dump}"
+    ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape "${data}/train/wav.scp" "${dump}/train_shape"
     for set in valid test cohort; do
-        ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape "data/${set}/trial.scp" "dump/${set}_shape"
+        ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape "${data}/${set}/trial.scp" "${dump}/${set}_shape"
     done
 fi
 
@@ -148,7 +166,7 @@ if [ "${use_lm}" = true ] && [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; 
         $(train_data_args) "${lm_loss_args[@]}" ${lm_args}
 fi
 
-# Embeddings of data/$2 with the model in $1 into $1/embed/$2_embeddings.npz (ESPnet
+# Embeddings of ${data}/$2 with the model in $1 into $1/embed/$2_embeddings.npz (ESPnet
 # writes partial files into its output directory, so each set gets its own first).
 extract() {
     local m="$1" set="$2"
@@ -158,10 +176,10 @@ extract() {
         --spk_train_config "${m}/config.yaml" --spk_model_file "${m}/valid.eer.best.pth" \
         --output_dir "${m}/embed_${set}" --ngpu "${ngpu}" --num_eval "${extract_num_eval}" \
         --target_duration "${extract_duration}" \
-        --data_path_and_name_and_type "data/${set}/trial.scp,speech,sound" \
-        --data_path_and_name_and_type "data/${set}/trial2.scp,speech2,sound" \
-        --data_path_and_name_and_type "data/${set}/trial_label,spk_labels,text" \
-        --shape_file "dump/${set}_shape" --fold_length 120000 \
+        --data_path_and_name_and_type "${data}/${set}/trial.scp,speech,sound" \
+        --data_path_and_name_and_type "${data}/${set}/trial2.scp,speech2,sound" \
+        --data_path_and_name_and_type "${data}/${set}/trial_label,spk_labels,text" \
+        --shape_file "${dump}/${set}_shape" --fold_length 120000 \
         > "${m}/embed_${set}.log" 2>&1 || { tail -n 30 "${m}/embed_${set}.log"; return 1; }
     mv "${m}/embed_${set}/${set}_embeddings.npz" "${m}/embed/"
     rm -rf "${m}/embed_${set}"
@@ -187,14 +205,88 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     log "stage 6: scoring ${models_to_score} (seeds ${score_seeds:-${train_seed}}) -> ${results}"
     floor_args=()
     if [ "${floor}" = true ]; then
-        ${python} -m espnet_plugin_intertopk.recipe.mfcc_floor --train_dir data/train \
-            --test_dir data/test --out "${expdir}/mfcc_floor/test_embeddings.npz"
+        ${python} -m espnet_plugin_intertopk.recipe.mfcc_floor --train_dir "${data}/train" \
+            --test_dir "${data}/test" --out "${expdir}/mfcc_floor/test_embeddings.npz"
         floor_args=(--floor "${expdir}/mfcc_floor/test_embeddings.npz")
     fi
     ${python} -m espnet_plugin_intertopk.recipe.scoring --expdir "${expdir}" \
         --models "${models_to_score}" --seeds "${score_seeds:-${train_seed}}" \
-        --test_dir data/test --results "${results}" --score_norm "${score_norm}" \
-        --cohort_utt2spk data/cohort/utt2spk --top_n "${top_n}" --bootstrap "${bootstrap}" \
+        --test_dir "${data}/test" --results "${results}" --score_norm "${score_norm}" \
+        --cohort_utt2spk "${data}/cohort/utt2spk" --top_n "${top_n}" --bootstrap "${bootstrap}" \
         "${floor_args[@]}"
+fi
+# Stages 7-9: the cleaning of the training data with the stage-3 model's sub-centers.
+cleaning="${exp}/cleaning_th${clean_threshold}"
+case "${clean_init}" in
+    scratch) cleaned_names=("${name}_cleaned${clean_threshold}") ;;
+    collapsed) cleaned_names=("${name}_cleaned${clean_threshold}_collapsed") ;;
+    both) cleaned_names=("${name}_cleaned${clean_threshold}" "${name}_cleaned${clean_threshold}_collapsed") ;;
+    *) echo "$0: --clean_init must be scratch, collapsed or both" >&2; exit 1 ;;
+esac
+clean_results="${clean_results:-RESULTS_${name}.md}"
+# Precision and recall over these thresholds where the corpus knows its label noise.
+eval_thresholds="50 55 60 62 65 70 75 80"
+
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+    log "stage 7: cleaning ${data}/train with ${exp}/valid.eer.best.pth" \
+        "(threshold ${clean_threshold} deg) -> ${cleaning}"
+    collapse=false
+    if [ "${clean_init}" != scratch ]; then collapse=true; fi
+    rm -rf "${cleaning}"
+    mkdir -p "${cleaning}"
+    ${python} -m espnet_plugin_intertopk.bin.spk_subcenter_clean \
+        --spk_train_config "${exp}/config.yaml" --spk_model_file "${exp}/valid.eer.best.pth" \
+        --data_dir "${data}/train" --output_dir "${cleaning}" --ngpu "${ngpu}" \
+        --threshold_deg "${clean_threshold}" --collapse "${collapse}" \
+        > "${cleaning}/clean.log" 2>&1 || { tail -n 30 "${cleaning}/clean.log"; exit 1; }
+    grep "kept" "${cleaning}/clean.log" | sed 's/^.*INFO: //'
+    ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape "${cleaning}/data/wav.scp" \
+        "${cleaning}/train_shape"
+    if [ -f "${corpus_dir}/noise_truth" ]; then
+        # shellcheck disable=SC2086
+        ${python} -m espnet_plugin_intertopk.cleaning.evaluation "${cleaning}/report.tsv" \
+            "${corpus_dir}/noise_truth" --thresholds ${eval_thresholds} ${clean_threshold} \
+            | tee "${cleaning}/evaluation.md"
+    fi
+fi
+
+if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+    for n in "${cleaned_names[@]}"; do
+        m="${expdir}/${n}/seed${train_seed}"
+        init_args=()
+        if [[ "${n}" == *_collapsed ]]; then
+            init_args=(--init_param "${cleaning}/collapsed/model.pth" --loss_conf K=1)
+        fi
+        log "stage 8: training ${loss} on ${cleaning}/data ${init_args[*]} -> ${m}"
+        # shellcheck disable=SC2046,SC2086
+        train_into "${m}" --config "${train_config}" \
+            $(train_data_args "${cleaning}/data" "${cleaning}/train_shape") \
+            "${loss_args[@]}" "${init_args[@]}" ${train_args}
+    done
+fi
+
+if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
+    for n in "${cleaned_names[@]}" "${name}"; do
+        log "stage 9: test embeddings with ${expdir}/${n}/seed${train_seed}/valid.eer.best.pth"
+        extract "${expdir}/${n}/seed${train_seed}" test
+    done
+    seeds_to_score="${score_seeds:-${train_seed}}"
+    models_to_score="${cleaned_names[*]} ${name} ${clean_reference}"
+    log "stage 9: scoring ${models_to_score} (seeds ${seeds_to_score}) -> ${clean_results}"
+    section="${expdir}/${name}/cleaning_th${clean_threshold}_evaluation.md"
+    : > "${section}"
+    for s in ${seeds_to_score}; do
+        e="${expdir}/${name}/seed${s}/cleaning_th${clean_threshold}/evaluation.md"
+        if [ -f "${e}" ]; then
+            printf '### Flagged training utterances, seed %s (threshold %s deg)\n\n' \
+                "${s}" "${clean_threshold}" >> "${section}"
+            cat "${e}" >> "${section}"
+            echo >> "${section}"
+        fi
+    done
+    ${python} -m espnet_plugin_intertopk.recipe.scoring --expdir "${expdir}" \
+        --models "${models_to_score}" --seeds "${seeds_to_score}" \
+        --test_dir "${data}/test" --results "${clean_results}" --score_norm none \
+        --bootstrap "${bootstrap}" --append "${section}"
 fi
 log "done"

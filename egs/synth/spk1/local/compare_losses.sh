@@ -6,15 +6,15 @@
 #
 #   local/compare_losses.sh [--seeds "0 1 2"] [--jobs 2] [run.sh options...]
 #
-# --jobs N trains N seeds side by side (one thread each; logs in exp/compare_seed<N>.log).
+# --jobs N trains N seeds side by side (one thread each). Logs: exp/compare_seed<N>.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. local/job_pool.sh
 seeds="0 1 2"
-jobs=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --seeds) seeds="$2"; shift 2 ;;
-        --jobs) jobs="$2"; shift 2 ;;
+        --jobs) pool_jobs="$2"; shift 2 ;;
         *) break ;;
     esac
 done
@@ -25,19 +25,12 @@ one_seed() {
         ./run.sh --stage 3 --stop_stage 5 --loss "${loss}" --train_seed "${seed}" "$@"
     done
 }
-if [ "${jobs}" -le 1 ]; then
-    for seed in ${seeds}; do one_seed "${seed}" "$@"; done
-else
-    mkdir -p exp
-    running=0
-    for seed in ${seeds}; do
-        echo "compare_losses: seed ${seed} -> exp/compare_seed${seed}.log"
-        OMP_NUM_THREADS=1 one_seed "${seed}" "$@" > "exp/compare_seed${seed}.log" 2>&1 &
-        running=$((running + 1))
-        if [ "${running}" -ge "${jobs}" ]; then wait -n; running=$((running - 1)); fi
-    done
-    wait
-fi
+mkdir -p exp
+for seed in ${seeds}; do
+    echo "compare_losses: seed ${seed} -> exp/compare_seed${seed}.log"
+    pool_run one_seed "${seed}" "$@" > "exp/compare_seed${seed}.log" 2>&1
+done
+pool_wait
 # The plugin with LM first: every other row is compared with it.
 ./run.sh --stage 6 --stop_stage 6 --score_seeds "${seeds}" \
     --score_models "aamsoftmax_sc_topk_lm aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet aamsoftmax_sc_topk_espnet_lm aamsoftmax aamsoftmax_lm" "$@"

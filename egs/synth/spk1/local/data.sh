@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stage 1 of the recipe: prepare data/train, data/valid, data/test and data/cohort.
-# Input directories are only read; everything is written under data/.
+# Stage 1 of the recipe: prepare <data>/train, valid, test and cohort (--data, default
+# data). Input directories are only read; everything is written under <data>/.
 #
 # Default: generate the built-in synthetic corpus (deterministic from its settings;
 # a directory generated with other settings is refused). With --train_dir and
@@ -29,6 +29,7 @@ test_nontarget_ratio=
 seed=0
 cohort_utts_per_speaker=3
 label_noise=0
+data=data
 . "$(dirname "$0")/parse_options.sh"
 
 kaldi_data() { ${python} -m espnet_plugin_intertopk.recipe.kaldi_data "$@"; }
@@ -54,19 +55,20 @@ fi
 
 kaldi_data check train "${train_dir}"
 kaldi_data check test "${test_dir}"
-rm -rf data/train data/valid data/test data/cohort
+rm -rf "${data}/train" "${data}/valid" "${data}/test" "${data}/cohort"
 if [ -n "${valid_dir}" ]; then
     kaldi_data check test "${valid_dir}"
-    kaldi_data copy train "${train_dir}" data/train
-    kaldi_data copy test "${valid_dir}" data/valid
+    kaldi_data copy train "${train_dir}" "${data}/train"
+    kaldi_data copy test "${valid_dir}" "${data}/valid"
 else
     echo "$0: no --valid_dir: holding out ${n_valid_speakers} training speakers" \
          "(seed ${seed}) as the validation set, ${n_valid_trials} trials"
-    kaldi_data holdout "${train_dir}" data/train data/valid \
+    kaldi_data holdout "${train_dir}" "${data}/train" "${data}/valid" \
         --n_speakers "${n_valid_speakers}" --n_trials "${n_valid_trials}" --seed "${seed}"
 fi
-kaldi_data copy test "${test_dir}" data/test
-kaldi_data cohort data/train data/cohort --per_speaker "${cohort_utts_per_speaker}"
-echo "$0: data/train: $(wc -l < data/train/wav.scp) utterances of" \
-     "$(wc -l < data/train/spk2utt) speakers; data/valid: $(wc -l < data/valid/trial_label)" \
-     "trials; data/test: $(wc -l < data/test/trial_label) trials"
+kaldi_data copy test "${test_dir}" "${data}/test"
+kaldi_data cohort "${data}/train" "${data}/cohort" --per_speaker "${cohort_utts_per_speaker}"
+echo "$0: ${data}/train: $(wc -l < "${data}/train/wav.scp") utterances of" \
+     "$(wc -l < "${data}/train/spk2utt") speakers; ${data}/valid:" \
+     "$(wc -l < "${data}/valid/trial_label") trials; ${data}/test:" \
+     "$(wc -l < "${data}/test/trial_label") trials"

@@ -8,8 +8,8 @@
 #   local/sweep.sh [--jobs 2] [run.sh options...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-jobs=1
-if [ "${1:-}" = --jobs ]; then jobs="$2"; shift 2; fi
+. local/job_pool.sh
+if [ "${1:-}" = --jobs ]; then pool_jobs="$2"; shift 2; fi
 
 # name | loss | extra spk_train arguments
 settings=(
@@ -48,17 +48,11 @@ train_one() {
         || echo "sweep: ${name} failed, see exp/sweep_${name}.log"
 }
 mkdir -p exp
-running=0
 for s in "${settings[@]}"; do
     echo "sweep: ${s%%|*}"
-    if [ "${jobs}" -le 1 ]; then train_one "${s}" "$@"; continue; fi
-    OMP_NUM_THREADS=1 train_one "${s}" "$@" &
-    running=$((running + 1))
-    if [ "${running}" -ge "${jobs}" ]; then wait -n; running=$((running - 1)); fi
+    pool_run train_one "${s}" "$@"
 done
-wait
+pool_wait
 runs=()
 for s in "${settings[@]}"; do runs+=("exp/sweep_${s%%|*}/seed0"); done
-python="$(cd ../../.. && pwd)/.venv/bin/python"
-[ -x "${python}" ] || python=python3
-${python} -m espnet_plugin_intertopk.recipe.validation_summary "${runs[@]}"
+${pool_python} -m espnet_plugin_intertopk.recipe.validation_summary "${runs[@]}"

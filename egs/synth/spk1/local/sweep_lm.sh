@@ -8,8 +8,8 @@
 #   local/sweep_lm.sh [--jobs 2] [run.sh options...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-jobs=1
-if [ "${1:-}" = --jobs ]; then jobs="$2"; shift 2; fi
+. local/job_pool.sh
+if [ "${1:-}" = --jobs ]; then pool_jobs="$2"; shift 2; fi
 
 # loss | its chosen stage-3 sweep run
 bases=(
@@ -29,19 +29,13 @@ tune_one() {
         --lm_margin "${margin}" --lm_args "--max_epoch ${epochs}" "${@:4}" \
         > "exp/${tag}.log" 2>&1 || echo "sweep_lm: ${tag} failed, see exp/${tag}.log"
 }
-running=0
 runs=()
 for b in "${bases[@]}"; do
     for s in "${settings[@]}"; do
         echo "sweep_lm: ${b%%|*} ${s%%|*}"
         runs+=("exp/sweep_lm_${b%%|*}_${s%%|*}/seed0")
-        if [ "${jobs}" -le 1 ]; then tune_one "${b%%|*}" "${b#*|}" "${s}" "$@"; continue; fi
-        OMP_NUM_THREADS=1 tune_one "${b%%|*}" "${b#*|}" "${s}" "$@" &
-        running=$((running + 1))
-        if [ "${running}" -ge "${jobs}" ]; then wait -n; running=$((running - 1)); fi
+        pool_run tune_one "${b%%|*}" "${b#*|}" "${s}" "$@"
     done
 done
-wait
-python="$(cd ../../.. && pwd)/.venv/bin/python"
-[ -x "${python}" ] || python=python3
-${python} -m espnet_plugin_intertopk.recipe.validation_summary "${runs[@]}"
+pool_wait
+${pool_python} -m espnet_plugin_intertopk.recipe.validation_summary "${runs[@]}"

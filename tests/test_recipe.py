@@ -201,15 +201,24 @@ def test_unknown_option_is_refused(recipe):
 
 def test_label_noise_gets_its_own_corpus_and_only_the_training_labels_change(recipe):
     sizes = SHRUNKEN[: SHRUNKEN.index("--train_config")]
-    clean = run(recipe, *sizes, "--stop_stage", "1")
+    clean = run(recipe, *sizes, "--stop_stage", "2")
     assert clean.returncode == 0, clean.stderr[-3000:]
-    clean_labels = (recipe / "data/train/utt2spk").read_text()
-    noisy = run(recipe, *sizes, "--stop_stage", "1", "--label_noise", "0.2")
+    clean_data = digest(recipe / "data")
+    noisy = run(recipe, *sizes, "--stop_stage", "2", "--label_noise", "0.2")
     assert noisy.returncode == 0, noisy.stderr[-3000:]
     corpus = recipe / "downloads" / "synth_seed0_noise0.2"
     truth = (corpus / "noise_truth").read_text().splitlines()
     assert len(truth) == round(0.2 * 5 * 5)  # 5 speakers x 5 utterances
-    given = dict(line.split() for line in (recipe / "data/train/utt2spk").open())
+    data = recipe / "data_noise0.2"
+    given = dict(line.split() for line in (data / "train/utt2spk").open())
     assert all(given[u] == g != t for u, t, g in (line.split() for line in truth))
-    assert (recipe / "data/train/utt2spk").read_text() != clean_labels
-    assert not list((recipe / "data").rglob("noise_truth"))  # training never sees it
+    clean_labels = (recipe / "data/train/utt2spk").read_text()
+    assert (data / "train/utt2spk").read_text() != clean_labels
+    # Same trials; the clean run's data is untouched; shapes in their own dump.
+    for name in ("trial_label", "utt2spk"):
+        assert (data / "test" / name).read_text() == (
+            recipe / "data/test" / name
+        ).read_text()
+    assert digest(recipe / "data") == clean_data
+    assert (recipe / "dump_noise0.2/train_shape").exists()
+    assert not list(data.rglob("noise_truth"))  # training never sees it

@@ -15,7 +15,7 @@ one computes the same loss and gradients with:
   comes from the target's own weight rows).
 """
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
@@ -42,6 +42,65 @@ def merge_argmax(row_best: torch.Tensor, row_idx: torch.Tensor):
     return best_val, row_idx.gather(1, part.unsqueeze(1)).squeeze(1)
 
 
+class MarginTerms(NamedTuple):
+    """The margin terms of each row, from a few numbers per row (float64)."""
+
+    lse: torch.Tensor  # (B,) log-sum-exp of the scaled logits with margins
+    z_t: torch.Tensor  # (B,) scaled target logit with its margin
+    grad: torch.Tensor  # (B, 1 + k_top) d (lse - z_t) / d cos of target, hard negatives
+
+
+def margin_terms(
+    cos_t: torch.Tensor,
+    top_val: torch.Tensor,
+    run_max: torch.Tensor,
+    run_sum: torch.Tensor,
+    c: MarginConstants,
+) -> MarginTerms:
+    """Put the target and the hard negatives back with their margins.
+
+    ``cos_t`` (B,) target cosines, ``top_val`` (B, k_top) plain cosines of the hard
+    negatives, ``run_max``/``run_sum`` (B,) the plain statistics of every class but the
+    target (sum of exp(scale * cos - run_max)). Done in float64 so the removal of the
+    plain hard-negative terms from the sum cannot lose what is left of it.
+    """
+    s, d = c.scale, torch.float64
+    phi, dphi = target_logit(cos_t.to(d), c)
+    psi, dpsi = hard_negative_logit(top_val.to(d), c)
+    z_t, z_h, z_plain = phi * s, psi * s, top_val.to(d) * s
+    rmax = run_max.to(d)
+    top = torch.maximum(rmax, z_t)
+    if c.k_top > 0:
+        top = torch.maximum(top, z_h.max(dim=1).values)
+    rest = (run_sum.to(d) * torch.exp(rmax - top)) - torch.exp(
+        z_plain - top.unsqueeze(1)
+    ).sum(1)
+    total = (
+        rest.clamp_min(0.0)
+        + torch.exp(z_h - top.unsqueeze(1)).sum(1)
+        + torch.exp(z_t - top)
+    )
+    lse = top + torch.log(total)
+    g_t = s * (torch.exp(z_t - lse) - 1.0) * dphi
+    g_h = s * torch.exp(z_h - lse.unsqueeze(1)) * dpsi
+    return MarginTerms(lse, z_t, torch.cat([g_t.unsqueeze(1), g_h], 1))
+
+
+def predicted_class(cos_t, best_val, best_idx, label):
+    """Arg-max of the plain cosine from the target's and the best other class's (ties
+    go to the lower index, like argmax)."""
+    target_wins = (cos_t > best_val) | ((cos_t == best_val) & (label < best_idx))
+    return torch.where(target_wins, label, best_idx)
+
+
+def special_rows(label, t_sub, top_idx, top_sub, K):
+    """(B, 1 + k_top) weight rows (class * K + winning sub-center) of the target and
+    the hard negatives."""
+    return torch.cat([label.unsqueeze(1), top_idx], 1) * K + torch.cat(
+        [t_sub.unsqueeze(1), top_sub.long()], 1
+    )
+
+
 class MarginSoftmaxCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of the sub-center inter-top-k margin softmax.
 
@@ -61,7 +120,7 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         backend: KernelBackend,
         grad_buffer: GradientBuffer,
     ):
-        B, s = xn.shape[0], c.scale
+        B = xn.shape[0]
         out = backend.forward(xn, weight, label, c, keep=not backend.recompute)
         cos_t, t_sub = _target_cosine(xn, weight, out.inv_norm, label, c.K)
         best_val, best_idx = merge_argmax(out.row_best, out.row_idx)
@@ -69,54 +128,25 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
         run_sum = (out.row_sum * torch.exp(out.row_max - run_max.unsqueeze(1))).sum(1)
         top_val, j = out.cand_val.topk(c.k_top, dim=1)
         top_idx, top_sub = out.cand_idx.gather(1, j), out.cand_sub.gather(1, j)
-
-        # Put the target and the hard negatives back with their margins. A few numbers
-        # per row: done in float64 so the removal of the plain hard-negative terms from
-        # the backend's sum cannot lose what is left of it.
-        d = torch.float64
-        phi, dphi = target_logit(cos_t.to(d), c)
-        psi, dpsi = hard_negative_logit(top_val.to(d), c)
-        z_t, z_h, z_plain = phi * s, psi * s, top_val.to(d) * s
-        rmax = run_max.to(d)
-        top = torch.maximum(rmax, z_t)
-        if c.k_top > 0:
-            top = torch.maximum(top, z_h.max(dim=1).values)
-        rest = (run_sum.to(d) * torch.exp(rmax - top)) - torch.exp(
-            z_plain - top.unsqueeze(1)
-        ).sum(1)
-        total = (
-            rest.clamp_min(0.0)
-            + torch.exp(z_h - top.unsqueeze(1)).sum(1)
-            + torch.exp(z_t - top)
-        )
-        lse = top + torch.log(total)
-        loss = (lse - z_t).mean()
-
-        # Gradient of the mean loss w.r.t. the special logits' cosines, per unit output.
-        g_t = (s / B) * (torch.exp(z_t - lse) - 1.0) * dphi
-        g_h = (s / B) * torch.exp(z_h - lse.unsqueeze(1)) * dpsi
-        # Prediction on the plain cosine (ties go to the lower index, like argmax).
-        target_wins = (cos_t > best_val) | ((cos_t == best_val) & (label < best_idx))
-        pred = torch.where(target_wins, label, best_idx)
+        terms = margin_terms(cos_t, top_val, run_max, run_sum, c)
+        loss = (terms.lse - terms.z_t).mean()
+        pred = predicted_class(cos_t, best_val, best_idx, label)
         ctx.mark_non_differentiable(pred)
         ctx.c, ctx.backend, ctx.grad_buffer = c, backend, grad_buffer
         # Memory only, not contents: the backward writes into it (a fresh buffer of
         # this size is page-faulted in anew, a few ms per step on CPU). Not saved with
         # save_for_backward, whose version check would then refuse a second backward.
         ctx.workspace = out.workspace
-        # The weight rows (class * K + winning sub-center) of the target and the hard
-        # negatives, and their plain cosines, for the backward's sparse correction.
-        special_rows = torch.cat([label.unsqueeze(1), top_idx], 1) * c.K + torch.cat(
-            [t_sub.unsqueeze(1), top_sub.long()], 1
-        )
+        # The special rows and their plain cosines, for the backward's sparse
+        # correction; their gradient per unit output of the mean loss.
         ctx.save_for_backward(
             xn,
             weight,
             label,
             out.inv_norm,
-            lse.float(),
-            torch.cat([g_t.unsqueeze(1), g_h], 1).float(),
-            special_rows,
+            terms.lse.float(),
+            (terms.grad / B).float(),
+            special_rows(label, t_sub, top_idx, top_sub, c.K),
             torch.cat([cos_t.unsqueeze(1), top_val], 1),
             *out.kept,
         )
@@ -131,7 +161,7 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
             inv_norm,
             lse,
             g_special,
-            special_rows,
+            rows,
             special_cos,
             *kept,
         ) = ctx.saved_tensors
@@ -150,27 +180,28 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
             ctx.workspace,
             ctx.grad_buffer,
         )
-        _correct_special(
+        correct_special(
             grad_x,
             grad_w,
             xn,
             weight,
             inv_norm.view(-1),
-            special_rows,
+            rows,
             special_cos,
-            g_special * gs - _plain_grad(special_cos, lse, coef, c.scale),
+            g_special * gs - plain_grad(special_cos, lse, coef, c.scale),
         )
         return grad_x, grad_w, None, None, None, None
 
 
-def _plain_grad(cos, lse, coef, scale):
+def plain_grad(cos, lse, coef, scale):
     """(B, S) the plain softmax gradient that the backend gave these cosines, per unit
-    inverse norm (zero for the target, whose cosine the backend holds at -inf)."""
+    inverse norm (zero for the target, whose cosine the backend holds at -inf).
+    ``coef``: 0-dim, or (B, 1) per row."""
     plain = torch.exp(cos[:, 1:] * scale - lse.unsqueeze(1)) * coef
     return torch.cat([plain.new_zeros(plain.shape[0], 1), plain], 1)
 
 
-def _correct_special(grad_x, grad_w, xn, weight, inv_norm, rows, cos, delta):
+def correct_special(grad_x, grad_w, xn, weight, inv_norm, rows, cos, delta):
     """Add, in place, the gradient of the target and hard-negative logits that the plain
     part got wrong: ``delta`` (B, S) per unit inverse norm is added at weight rows
     ``rows`` (B, S), whose cosines are ``cos``.

@@ -9,6 +9,16 @@ import torch.nn.functional as F
 from espnet2.spk.loss.abs_loss import AbsLoss
 from typeguard import typechecked
 
+from espnet_plugin_intertopk.distributed.checkpoint import (
+    ShardedWeight,
+    check_weight_shape,
+)
+from espnet_plugin_intertopk.distributed.function import (
+    sharded_argmax,
+    sharded_margin_softmax_cross_entropy,
+)
+from espnet_plugin_intertopk.distributed.grad_norm import mark_sharded
+from espnet_plugin_intertopk.distributed.shard import make_shard
 from espnet_plugin_intertopk.espnet_compat import loss_returns_tuple
 from espnet_plugin_intertopk.kernels.backend import GradientBuffer
 from espnet_plugin_intertopk.kernels.function import (
@@ -75,6 +85,14 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
             host-device sync per step); True on every call; False never.
         return_accuracy: Return (loss, accuracy, preds) as ESPnet >= 202509 expects
             instead of the loss alone. None: follow the installed ESPnet.
+        shard_classes: Under an initialised process group of R > 1 ranks, hold only
+            this rank's contiguous block of classes (``class_range``) and compute the
+            loss over all ranks' batches with collectives: each rank gets the loss,
+            accuracy, predictions and embedding gradient of its own batch that the
+            unsharded loss gives, and its block's weight gradient averaged over ranks
+            as data-parallel training would. Every rank must then call the loss at
+            every step. ``state_dict()`` and ``load_state_dict()`` speak the full
+            weight. Without a process group, or with one rank: the ordinary loss.
     """
 
     @typechecked
@@ -93,6 +111,7 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
         compile_kernels: bool = False,
         check_values: Optional[bool] = None,
         return_accuracy: Optional[bool] = None,
+        shard_classes: bool = False,
     ):
         super().__init__(nout)
         for name, value in (("nout", nout), ("nclasses", nclasses), ("K", K)):
@@ -129,9 +148,49 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
         )
         self._values_checked = False
         self._grad_buffer = GradientBuffer()
-        self.weight = nn.Parameter(torch.empty(K * nclasses, nout))
-        nn.init.xavier_uniform_(self.weight)
+        self.shard_classes = shard_classes
+        self.shard = make_shard(nclasses, K, nout) if shard_classes else None
+        if self.shard is None:
+            self.weight = nn.Parameter(torch.empty(K * nclasses, nout))
+            nn.init.xavier_uniform_(self.weight)
+            self.sharded_weight = None
+        else:
+            self.weight = nn.Parameter(torch.empty(K * self.shard.size, nout))
+            self._init_block()
+            mark_sharded(self.weight)
+            self.sharded_weight = ShardedWeight(self, self.shard, K, nclasses, nout)
+            self._register_state_dict_hook(self.sharded_weight.state_dict_hook)
+        self._register_load_state_dict_pre_hook(self._load_pre_hook)
         self.update(margin)
+
+    def _init_block(self) -> None:
+        """Xavier-uniform with the full weight's bound, each block from its own
+        random stream (the same seed on every rank must not give equal blocks)."""
+        bound = math.sqrt(6.0 / (self.in_features + self.K * self.out_features))
+        generator = torch.Generator().manual_seed(
+            (torch.initial_seed() + 7919 * (self.shard.rank + 1)) % 2**63
+        )
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound, generator=generator)
+
+    def _load_pre_hook(self, state_dict, prefix, *args) -> None:
+        if self.sharded_weight is not None:
+            self.sharded_weight.load_pre_hook(state_dict, prefix, *args)
+        elif prefix + "weight" in state_dict:
+            check_weight_shape(
+                state_dict[prefix + "weight"],
+                prefix + "weight",
+                self.K,
+                self.out_features,
+                self.in_features,
+            )
+
+    @property
+    def class_range(self) -> Tuple[int, int]:
+        """[start, end) of the classes whose weight rows this rank holds."""
+        if self.shard is None:
+            return 0, self.out_features
+        return self.shard.start, self.shard.end
 
     def update(self, margin: float = 0.2) -> None:
         """Set the margin and every constant that depends on it (mp_eff included)."""
@@ -167,7 +226,9 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
             f"scale={self.scale}, margin={self.margin}, mp={self.mp}, "
             f"k_top={self.k_top}, easy_margin={self.easy_margin}, do_lm={self.do_lm}, "
             f"class_chunk_size={self.class_chunk_size}, "
-            f"compile_kernels={self.compile_kernels}, check_values={self.check_values}"
+            f"compile_kernels={self.compile_kernels}, "
+            f"check_values={self.check_values}, shard_classes={self.shard_classes}, "
+            f"class_range={self.class_range}"
         )
 
     def _check_input(self, x: torch.Tensor, label: Optional[torch.Tensor]):
@@ -238,15 +299,21 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
             backend = select_backend(
                 xn.device, self.class_chunk_size, self.compile_kernels
             )
+            c = self.constants()
             if label is None:
-                return (
-                    None,
-                    None,
-                    subcenter_argmax(xn, weight, self.constants(), backend),
+                if self.shard is not None:
+                    preds = sharded_argmax(xn, weight, c, backend, self.shard)
+                else:
+                    preds = subcenter_argmax(xn, weight, c, backend)
+                return None, None, preds
+            if self.shard is not None:
+                loss, preds = sharded_margin_softmax_cross_entropy(
+                    xn, weight, label, c, backend, self._grad_buffer, self.shard
                 )
-            loss, preds = margin_softmax_cross_entropy(
-                xn, weight, label, self.constants(), backend, self._grad_buffer
-            )
+            else:
+                loss, preds = margin_softmax_cross_entropy(
+                    xn, weight, label, c, backend, self._grad_buffer
+                )
         if not self.return_accuracy:
             return loss
         accuracy = (preds == label).float().mean()

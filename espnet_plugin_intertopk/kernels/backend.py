@@ -115,7 +115,8 @@ class KernelBackend(ABC):
             xn, weight, label: As in :meth:`forward`.
             inv_norm, kept, workspace: From :meth:`forward` (``kept`` empty: recompute).
             lse: (B,) float32 log-sum-exp of each row with margins.
-            coef: 0-dim d loss / d logit per unit softmax (incoming gradient * s / B).
+            coef: d loss / d logit per unit softmax (incoming gradient * s / B): 0-dim,
+                or (B, 1), one per row (the class-sharded loss).
             c: The margin constants.
             grad_buffer: Memory the backend may reuse for the weight gradient.
         """

@@ -27,7 +27,7 @@ from espnet_plugin_intertopk.kernels.margins import (
 )
 
 
-def _target_cosine(xn, weight, inv_norm, label, K):
+def target_cosine(xn, weight, inv_norm, label, K):
     """Each row's target cosine (maximum over the target's sub-centers) and the
     sub-center that wins it (the first on ties), from the target rows alone."""
     rows = weight.view(-1, K, weight.shape[1])[label]
@@ -122,7 +122,7 @@ class MarginSoftmaxCrossEntropy(torch.autograd.Function):
     ):
         B = xn.shape[0]
         out = backend.forward(xn, weight, label, c, keep=not backend.recompute)
-        cos_t, t_sub = _target_cosine(xn, weight, out.inv_norm, label, c.K)
+        cos_t, t_sub = target_cosine(xn, weight, out.inv_norm, label, c.K)
         best_val, best_idx = merge_argmax(out.row_best, out.row_idx)
         run_max = out.row_max.amax(1)
         run_sum = (out.row_sum * torch.exp(out.row_max - run_max.unsqueeze(1))).sum(1)

@@ -128,6 +128,14 @@ class FusedCpuBackend(KernelBackend):
     ) -> Gradients:
         # The kernels leave best and arg intact, so a second backward can read them too.
         best, arg = kept if kept else (None, None)
+        if coef.dim():
+            # One coefficient per row (the class-sharded loss): exp(z - lse) * coef is
+            # exp(z - (lse - log coef)), so the kernels keep their single scalar.
+            coef = coef.reshape(-1)
+            if bool((coef < 0).any()):
+                raise ValueError("per-row gradient coefficients must be >= 0 here")
+            lse = lse - torch.log(coef)
+            coef = coef.new_ones(())
         grad_x, grad_w = self.kernels.backward_tiles(
             xn,
             weight,

@@ -127,6 +127,32 @@ def checkpoint_and_clip(rank: int, world: int, cases, errors: Errors) -> None:
         "weight in the checkpoint has shape (20, 8)",
         "wrong checkpoint shape",
     )
+    # Optimizer state: Adam's moments of the block, gathered in the full shape and
+    # sliced again on loading.
+    grad = torch.linspace(-1, 1, K * NCLASSES * NOUT).view(-1, NOUT)
+    adam = torch.optim.Adam([loss.weight], lr=0.1)
+    loss.sharded_weight.attach(adam)
+    loss.weight.grad = grad[loss.sharded_weight.rows].clone()
+    adam.step()
+    loss.sharded_weight.gather([adam])
+    saved = adam.state_dict()
+    moment = saved["state"][0]["exp_avg"]
+    if rank == 0:
+        errors.close(moment, 0.1 * grad, "gathered Adam moment")
+    errors.check(moment.shape == grad.shape, "full shape of the optimizer state")
+    own = adam.state[loss.weight]["exp_avg"]
+    errors.check(own.shape == loss.weight.shape, "the optimizer's own state kept")
+    if rank == 0:
+        saved["state"][0]["exp_avg"] = saved["state"][0]["exp_avg"] * 2
+    dist.broadcast_object_list(box := [saved], src=0)
+    fresh = torch.optim.Adam([loss.weight], lr=0.1)
+    loss.sharded_weight.attach(fresh)
+    fresh.load_state_dict(box[0])
+    errors.close(
+        fresh.state[loss.weight]["exp_avg"],
+        0.2 * grad[loss.sharded_weight.rows],
+        "optimizer state sliced on loading",
+    )
     # Gradient clipping: the unsharded model's norm, the same factor on every rank.
     replicated = torch.nn.Parameter(torch.zeros(4))
     replicated.grad = torch.full((4,), 2.0)

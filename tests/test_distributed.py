@@ -1,23 +1,38 @@
 """Distributed training on CPU with gloo, launched by torchrun, through the real
-ESPnet trainer and the plugin's margin scheduler."""
+ESPnet trainer, the plugin's margin scheduler and the class-sharded head: its
+checkpoints hold the full weight, resume on another number of ranks, and serve a
+single-process extraction."""
 
 import ast
+import re
 import socket
 import sys
 
 import pytest
+import soundfile
+import torch
+from espnet2.bin.spk_inference import Speech2Embedding
 
-from conftest import SCHEDULE, epoch_results, run_python, train_command
+from conftest import (
+    N_TRAIN_SPK,
+    SCHEDULE,
+    epoch_results,
+    run_python,
+    train,
+    train_command,
+)
 
 pytestmark = pytest.mark.slow
 
 
-def test_two_rank_cpu_training_with_torchrun(tiny_corpus, tmp_path):
+def test_two_rank_cpu_training_with_torchrun_and_a_sharded_head(tiny_corpus, tmp_path):
     exp = tmp_path / "ddp"
     args = train_command(
         tiny_corpus,
         exp,
         *SCHEDULE,
+        "--loss_conf",
+        "shard_classes=true",
         "--max_epoch",
         "2",
         "--multiprocessing_distributed",
@@ -48,3 +63,47 @@ def test_two_rank_cpu_training_with_torchrun(tiny_corpus, tmp_path):
     for line in lines:
         rows = ast.literal_eval(line.split("margin per rank (steps, mean, last): ")[1])
         assert len(rows) == 2 and rows[0] == rows[1]
+    # Rank 0 (the one that logs) held the first half of the classes.
+    half = N_TRAIN_SPK // 2
+    assert set(re.findall(r"class_range=\((\d+), (\d+)\)", log)) == {("0", str(half))}
+
+    # Checkpoints hold the full weight, gathered on save: no NaN placeholder rows.
+    K, nout = 3, 32
+    for name in ("checkpoint.pth", "2epoch.pth", "valid.eer.best.pth"):
+        states = torch.load(exp / name, map_location="cpu", weights_only=False)
+        weight = states.get("model", states)["loss.weight"]
+        assert weight.shape == (K * N_TRAIN_SPK, nout), name
+        assert torch.isfinite(weight).all(), name
+        # Both ranks' blocks were trained away from the same initial scale.
+        assert weight[: K * half].abs().sum() > 0 and weight[K * half :].abs().sum() > 0
+    checkpoint = torch.load(exp / "checkpoint.pth", weights_only=False)
+    before = checkpoint["model"]
+    # Adam's moments of the sharded weight too, in the full shape.
+    moments = [
+        state["exp_avg"]
+        for state in checkpoint["optimizers"][0]["state"].values()
+        if state["exp_avg"].shape[0] == K * N_TRAIN_SPK
+    ]
+    assert len(moments) == 1 and torch.isfinite(moments[0]).all()
+    assert moments[0][: K * half].abs().sum() > 0
+    assert moments[0][K * half :].abs().sum() > 0
+    torch.save(before, tmp_path / "two_ranks.pth")
+
+    # Resume on one process (the block becomes the whole weight): epoch 3 only.
+    log = train(tiny_corpus, exp, *SCHEDULE, "--loss_conf", "shard_classes=true",
+                "--max_epoch", "3")  # fmt: skip
+    assert sorted(epoch_results(log)) == [3]
+    assert f"class_range=(0, {N_TRAIN_SPK})" in log
+    resumed = torch.load(exp / "3epoch.pth", weights_only=False)
+    assert not torch.equal(resumed["loss.weight"], before["loss.weight"])
+    assert torch.isfinite(resumed["loss.weight"]).all()
+
+    # Extraction in one process from the 2-rank checkpoint: no loss needed.
+    embed = Speech2Embedding(
+        train_config=exp / "config.yaml", model_file=tmp_path / "two_ranks.pth"
+    )
+    wav = next(iter((tiny_corpus / "train" / "wav.scp").open())).split()[1]
+    speech = torch.tensor(soundfile.read(wav, dtype="float32")[0])
+    vector = embed(speech)
+    assert vector.shape[-1] == nout and torch.isfinite(vector).all()
+    assert torch.equal(embed.spk_model.loss.weight.detach(), before["loss.weight"])

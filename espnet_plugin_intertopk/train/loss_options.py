@@ -4,11 +4,11 @@ ESPnet builds the loss as ``loss_class(nout=..., nclasses=..., **loss_conf)``. A
 trained with the plugin is shared as its config.yaml and weights and rebuilt by plain
 ESPnet, where ``loss: aamsoftmax_sc_topk`` names ESPnet's own class: an option that only
 the plugin's class takes (``class_chunk_size``, ``compile_kernels``, ``check_values``,
-``return_accuracy``) would make that call fail. So the plugin's task moves such options
-from ``loss_conf`` to ``loss_plugin_conf``, a key plain ESPnet never reads, before
-anything is written, and hands both to its own class. Which options move is read from
-the signature of ESPnet's class of the same name, so an option a later ESPnet learns
-stays in ``loss_conf``.
+``return_accuracy``, ``shard_classes``) would make that call fail. So the plugin's task
+moves such options from ``loss_conf`` to ``loss_plugin_conf``, a key plain ESPnet
+never reads, before anything is written, and hands both to its own class. Which options
+move is read from the signature of ESPnet's class of the same name, so an option a later
+ESPnet learns stays in ``loss_conf``.
 """
 
 import argparse

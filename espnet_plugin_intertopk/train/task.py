@@ -3,9 +3,11 @@
 import argparse
 from typing import Optional
 
+import torch
 from espnet2.tasks.spk import SpeakerTask
 from espnet2.utils.nested_dict_action import NestedDictAction
 
+from espnet_plugin_intertopk.distributed.grad_norm import is_sharded
 from espnet_plugin_intertopk.train.loss_options import (
     PLUGIN_CONF,
     loss_arguments,
@@ -36,9 +38,9 @@ class IntertopkSpeakerTask(SpeakerTask):
             default=dict(),
             help="Options of the plugin's loss class that ESPnet's class of the same "
             "name does not take (class_chunk_size, compile_kernels, check_values, "
-            "return_accuracy). They may be given in --loss_conf too: the task moves "
-            "them here, so that plain ESPnet can rebuild a trained model from its "
-            "config.yaml.",
+            "return_accuracy, shard_classes). They may be given in --loss_conf too: "
+            "the task moves them here, so that plain ESPnet can rebuild a trained "
+            "model from its config.yaml.",
         )
 
     @classmethod
@@ -57,6 +59,13 @@ class IntertopkSpeakerTask(SpeakerTask):
                 f"--margin_scheduler {args.margin_scheduler} needs a loss with an "
                 f"update(margin) method; --loss {args.loss} "
                 f"({type(model.loss).__name__}) has none"
+            )
+        # A class-sharded weight is a different block on each rank: DDP must neither
+        # check it for equal shapes nor average its gradient (the loss does that).
+        sharded = [name for name, p in model.named_parameters() if is_sharded(p)]
+        if sharded:
+            torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                model, sharded
             )
         return model
 

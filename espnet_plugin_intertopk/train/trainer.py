@@ -1,4 +1,5 @@
-"""The training-loop hook: ESPnet's SpkTrainer plus a margin scheduler.
+"""The training-loop hook: ESPnet's SpkTrainer plus a margin scheduler (and what a
+class-sharded loss needs from the loop).
 
 ESPnet's ``Trainer.train_one_epoch`` has no per-step hook, so the scheduler is driven
 from the batch iterator it consumes: before each batch is handed to the loop, the loss
@@ -17,6 +18,7 @@ from espnet2.train import spk_trainer
 from espnet2.train.spk_trainer import SpkTrainer
 from espnet2.train.trainer import TrainerOptions
 
+from espnet_plugin_intertopk.distributed.grad_norm import across_shards
 from espnet_plugin_intertopk.train.margin_scheduler import (
     AbsMarginScheduler,
     margin_scheduler_choices,
@@ -107,8 +109,48 @@ def _validation_on(device: torch.device):
         spk_trainer.to_device = original
 
 
+def _sharded_weights(model: torch.nn.Module):
+    return [
+        m.sharded_weight
+        for m in unwrap_model(model).modules()
+        if getattr(m, "sharded_weight", None) is not None
+    ]
+
+
 class MarginSchedulingSpkTrainer(SpkTrainer):
-    """SpkTrainer that drives a margin scheduler and validates on any device."""
+    """SpkTrainer that drives a margin scheduler and validates on any device.
+
+    With a class-sharded loss it also clips by the gradient norm over all shards,
+    makes the optimizers' checkpoints speak the full weight's shape, and after each
+    epoch's training (on every rank; ESPnet then validates and saves on rank 0) gathers
+    the full weight and optimizer state for the checkpoint.
+    """
+
+    @classmethod
+    def resume(
+        cls,
+        checkpoint,
+        model,
+        reporter,
+        optimizers,
+        schedulers,
+        scaler,
+        ngpu=0,
+        strict=True,
+    ):
+        for sharded in _sharded_weights(model):
+            for optimizer in optimizers:
+                sharded.attach(optimizer)
+        return super().resume(
+            checkpoint=checkpoint,
+            model=model,
+            reporter=reporter,
+            optimizers=optimizers,
+            schedulers=schedulers,
+            scaler=scaler,
+            ngpu=ngpu,
+            strict=strict,
+        )
 
     @classmethod
     def build_options(cls, args) -> MarginTrainerOptions:
@@ -138,17 +180,24 @@ class MarginSchedulingSpkTrainer(SpkTrainer):
             iterator = scheduled_batches(
                 iterator, scheduler, loss, reporter, options, used
             )
-        all_invalid = super().train_one_epoch(
-            model=model,
-            iterator=iterator,
-            optimizers=optimizers,
-            schedulers=schedulers,
-            scaler=scaler,
-            reporter=reporter,
-            summary_writer=summary_writer,
-            options=options,
-            distributed_option=distributed_option,
-        )
+        for sharded in _sharded_weights(model):
+            sharded.release()
+            for optimizer in optimizers:
+                sharded.attach(optimizer)
+        with across_shards(model):
+            all_invalid = super().train_one_epoch(
+                model=model,
+                iterator=iterator,
+                optimizers=optimizers,
+                schedulers=schedulers,
+                scaler=scaler,
+                reporter=reporter,
+                summary_writer=summary_writer,
+                options=options,
+                distributed_option=distributed_option,
+            )
+        for sharded in _sharded_weights(model):
+            sharded.gather(optimizers)
         if scheduler is not None and distributed_option.distributed:
             _log_margins_of_all_ranks(
                 used, next(unwrap_model(model).parameters()).device
@@ -160,9 +209,10 @@ class MarginSchedulingSpkTrainer(SpkTrainer):
         if distributed_option.distributed and options.ngpu == 0:
             device = next(unwrap_model(model).parameters()).device
             with _validation_on(device):
-                return super().validate_one_epoch(
+                super().validate_one_epoch(
                     model, iterator, reporter, options, distributed_option
                 )
-        return super().validate_one_epoch(
-            model, iterator, reporter, options, distributed_option
-        )
+        else:
+            super().validate_one_epoch(
+                model, iterator, reporter, options, distributed_option
+            )

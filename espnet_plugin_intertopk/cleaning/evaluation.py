@@ -62,7 +62,7 @@ def main(argv=None) -> None:
     )
     a = parser.parse_args(argv)
     noisy = read_noisy(a.noise_truth)
-    rows = precision_recall(read_angles(a.report), noisy, a.thresholds)
+    rows = precision_recall(read_angles(a.report), noisy, sorted(set(a.thresholds)))
     print(f"{len(noisy)} mislabeled utterances\n")
     print("| threshold (deg) | flagged | precision | recall |")
     print("|---:|---:|---:|---:|")

@@ -12,7 +12,7 @@
 #         5 test and cohort embeddings (both models)  6 scoring -> RESULTS.md
 # Cleaning with the sub-centers (for label noise, e.g. --label_noise 0.1):
 #         7 flag utterances far from their class's dominant sub-center, cleaned data
-#         8 retrain on the cleaned data  9 test embeddings, scoring -> RESULTS_<name>.md
+#         8 retrain on the cleaned data  9 test embeddings, scoring -> RESULTS_<name>_*.md
 # Every setting below can be overridden as --name value.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -44,12 +44,12 @@ bootstrap=1000         # resamples for the confidence intervals
 floor=true             # add the untrained MFCC floor row
 results=RESULTS.md
 # Stages 7-9: cleaning with the sub-centers of the stage-3 model.
-clean_threshold=62     # degrees to the dominant sub-center above which an utterance is
+clean_threshold=55     # degrees to the dominant sub-center above which an utterance is
                        # dropped (chosen on the training data's noise truth, see README)
 clean_init=scratch     # retrain from scratch | collapsed (the stage-3 model with only its
                        # dominant sub-centers) | both
 clean_reference=       # a model trained on clean labels (in expdir) to score beside
-clean_results=         # default: RESULTS_<name>.md
+clean_results=         # default: RESULTS_<name>_cleaned<clean_threshold>.md
 # Stage 1: a real corpus in Kaldi style (see local/data.sh), or the synthetic one.
 train_dir=
 valid_dir=             # default: hold out n_valid_speakers training speakers
@@ -223,9 +223,9 @@ case "${clean_init}" in
     both) cleaned_names=("${name}_cleaned${clean_threshold}" "${name}_cleaned${clean_threshold}_collapsed") ;;
     *) echo "$0: --clean_init must be scratch, collapsed or both" >&2; exit 1 ;;
 esac
-clean_results="${clean_results:-RESULTS_${name}.md}"
+clean_results="${clean_results:-RESULTS_${name}_cleaned${clean_threshold}.md}"
 # Precision and recall over these thresholds where the corpus knows its label noise.
-eval_thresholds="50 55 60 62 65 70 75 80"
+eval_thresholds="45 50 52 54 55 56 58 60 62 65 70 75 80"
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     log "stage 7: cleaning ${data}/train with ${exp}/valid.eer.best.pth" \
@@ -245,7 +245,7 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     if [ -f "${corpus_dir}/noise_truth" ]; then
         # shellcheck disable=SC2086
         ${python} -m espnet_plugin_intertopk.cleaning.evaluation "${cleaning}/report.tsv" \
-            "${corpus_dir}/noise_truth" --thresholds ${eval_thresholds} ${clean_threshold} \
+            "${corpus_dir}/noise_truth" --thresholds ${eval_thresholds} "${clean_threshold}" \
             | tee "${cleaning}/evaluation.md"
     fi
 fi

@@ -134,26 +134,40 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
     assert changed.returncode != 0
     assert "not resuming" in changed.stdout and "loss_conf" in changed.stdout
 
-    # Scoring again gives the same tables.
-    again = run(recipe, *SHRUNKEN, "--stage", "6", "--stop_stage", "6")
+    # Side by side: scoring again gives the same tables; another corpus size in the
+    # same corpus directory is refused; the cleaning stages 7-9 (continued from the
+    # collapsed model; a threshold the one-epoch model passes; the stage-3 model's
+    # test embeddings from stage 5 are reused).
+    again, other_corpus, cleaning = run_side_by_side(
+        recipe,
+        [*SHRUNKEN, "--stage", "6", "--stop_stage", "6"],
+        [*SHRUNKEN, "--stop_stage", "1", "--corpus_dir", "downloads/synth_seed0",
+         "--n_train_speakers", "6"],
+        [*SHRUNKEN, "--stage", "7", "--stop_stage", "9", "--use_lm", "false",
+         "--clean_threshold", "100", "--clean_init", "collapsed"],
+    )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     body = lambda text: text.split("- machine:", 1)[1]  # noqa: E731 (after the date)
     assert body((recipe / "RESULTS.md").read_text()) == body(results)
-    other_corpus = run(
-        recipe,
-        *SHRUNKEN,
-        "--stop_stage",
-        "1",
-        "--corpus_dir",
-        "downloads/synth_seed0",
-        "--n_train_speakers",
-        "6",
-    )
     assert other_corpus.returncode != 0
     assert (
         "other settings" in other_corpus.stderr
         and "n_train_speakers" in other_corpus.stderr
     )
+    assert cleaning.returncode == 0, (cleaning.stdout + cleaning.stderr)[-5000:]
+    clean_dir = exp / "aamsoftmax_sc_topk/seed0/cleaning_th100"
+    kept = (clean_dir / "data/wav.scp").read_text().splitlines()
+    assert len((clean_dir / "report.tsv").read_text().splitlines()) == 5 * 5 + 1
+    assert len((clean_dir / "train_shape").read_text().splitlines()) == len(kept)
+    retrained = exp / "aamsoftmax_sc_topk_cleaned100_collapsed/seed0"
+    config_c = (retrained / "config.yaml").read_text()
+    assert "cleaning_th100/data/wav.scp" in config_c and "K: 1" in config_c
+    assert "cleaning_th100/collapsed/model.pth" in config_c  # --init_param
+    assert "test embeddings with exp/aamsoftmax_sc_topk/" not in cleaning.stdout
+    cleaned_results = (recipe / "RESULTS_aamsoftmax_sc_topk_cleaned100.md").read_text()
+    assert [r[0] for r in table_rows(cleaned_results, "Mean")] == [
+        "aamsoftmax_sc_topk_cleaned100_collapsed", "aamsoftmax_sc_topk",
+    ]  # fmt: skip
 
     # A user corpus without a validation set: speakers are held out, inputs only read.
     user_train = recipe / "downloads" / "synth_seed0" / "train"

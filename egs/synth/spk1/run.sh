@@ -266,9 +266,13 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
 fi
 
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
+    # Test embeddings of each model unless newer ones than its checkpoint exist
+    # (stage 5 makes the stage-3 model's).
     for n in "${cleaned_names[@]}" "${name}"; do
-        log "stage 9: test embeddings with ${expdir}/${n}/seed${train_seed}/valid.eer.best.pth"
-        extract "${expdir}/${n}/seed${train_seed}" test
+        m="${expdir}/${n}/seed${train_seed}"
+        if [ "${m}/embed/test_embeddings.npz" -nt "${m}/valid.eer.best.pth" ]; then continue; fi
+        log "stage 9: test embeddings with ${m}/valid.eer.best.pth"
+        extract "${m}" test
     done
     seeds_to_score="${score_seeds:-${train_seed}}"
     models_to_score="${cleaned_names[*]} ${name} ${clean_reference}"

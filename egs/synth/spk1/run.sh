@@ -46,8 +46,8 @@ results=RESULTS.md
 # Stages 7-9: cleaning with the sub-centers of the stage-3 model.
 clean_threshold=55     # degrees to the dominant sub-center above which an utterance is
                        # dropped (chosen on the training data's noise truth, see README)
-clean_init=scratch     # retrain from scratch | collapsed (the stage-3 model with only its
-                       # dominant sub-centers) | both
+clean_init=collapsed   # continue from the stage-3 model with only its dominant sub-centers
+                       # (K = 1) | scratch | both (chosen on the validation trials)
 clean_reference=       # a model trained on clean labels (in expdir) to score beside
 clean_results=         # default: RESULTS_<name>_cleaned<clean_threshold>.md
 # Stage 1: a real corpus in Kaldi style (see local/data.sh), or the synthetic one.
@@ -220,7 +220,7 @@ cleaning="${exp}/cleaning_th${clean_threshold}"
 case "${clean_init}" in
     scratch) cleaned_names=("${name}_cleaned${clean_threshold}") ;;
     collapsed) cleaned_names=("${name}_cleaned${clean_threshold}_collapsed") ;;
-    both) cleaned_names=("${name}_cleaned${clean_threshold}" "${name}_cleaned${clean_threshold}_collapsed") ;;
+    both) cleaned_names=("${name}_cleaned${clean_threshold}_collapsed" "${name}_cleaned${clean_threshold}") ;;
     *) echo "$0: --clean_init must be scratch, collapsed or both" >&2; exit 1 ;;
 esac
 clean_results="${clean_results:-RESULTS_${name}_cleaned${clean_threshold}.md}"

@@ -15,7 +15,7 @@ takes some 15 s to import), and tools that never build a model do not pay for it
 import importlib
 import importlib.abc
 import sys
-from typing import Callable, Type
+from typing import Callable, Dict, Type
 
 ESPNET_SUFFIX = "_espnet"
 SPEAKER_TASK = "espnet2.tasks.spk"
@@ -23,18 +23,33 @@ SPEAKER_TASK = "espnet2.tasks.spk"
 LOSS_MODULES = ("espnet_plugin_intertopk.loss",)
 
 
+_PENDING: Dict[str, Type] = {}
+
+
+def _register(key: str, cls: Type) -> None:
+    from espnet2.tasks.spk import loss_choices
+
+    current = loss_choices.classes.get(key)
+    if current is not None and current.__module__.startswith("espnet2."):
+        loss_choices.classes.setdefault(key + ESPNET_SUFFIX, current)
+    loss_choices.classes[key] = cls
+
+
 def register_loss(name: str) -> Callable[[Type], Type]:
-    """Class decorator: make ``loss: <name>`` in a recipe select the class."""
+    """Class decorator: make ``loss: <name>`` in a recipe select the class.
+
+    Registers at once if ESPnet's speaker task is imported, else when it is: a loss
+    used from plain PyTorch does not pay for importing the task.
+    """
     key = name.lower()
 
     def register(cls: Type) -> Type:
-        from espnet2.tasks.spk import loss_choices
-
-        current = loss_choices.classes.get(key)
-        if current is not None and current.__module__.startswith("espnet2."):
-            loss_choices.classes.setdefault(key + ESPNET_SUFFIX, current)
-        loss_choices.classes[key] = cls
         cls.registry_name = key
+        if SPEAKER_TASK in sys.modules:
+            _register(key, cls)
+        else:
+            _PENDING[key] = cls
+            register_with_espnet()
         return cls
 
     return register
@@ -43,6 +58,8 @@ def register_loss(name: str) -> Callable[[Type], Type]:
 def _import_losses() -> None:
     for module in LOSS_MODULES:
         importlib.import_module(module)
+    while _PENDING:
+        _register(*_PENDING.popitem())
 
 
 class _LoaderThenRegister(importlib.abc.Loader):

@@ -30,16 +30,19 @@ def test_recipe_tools_import_without_the_loss_or_espnet_tasks():
 
 def test_public_import_paths():
     """The package import alone registers the loss (when ESPnet's task is imported
-    after it), and the public names stay where they were."""
+    after it, also when the loss class was imported before without the task), and the
+    public names stay where they were."""
     code = (
+        "import sys\n"
         "import espnet_plugin_intertopk\n"
-        "from espnet2.tasks.spk import loss_choices\n"
-        "registered = loss_choices.get_class('aamsoftmax_sc_topk')\n"
         "from espnet_plugin_intertopk import ArcMarginProduct_intertopk_subcenter\n"
         "L = ArcMarginProduct_intertopk_subcenter\n"
+        "light = 'espnet2.tasks.spk' not in sys.modules  # the loss alone: no task\n"
+        "from espnet2.tasks.spk import loss_choices\n"
+        "registered = loss_choices.get_class('aamsoftmax_sc_topk')\n"
         "from espnet_plugin_intertopk.registration import register_loss\n"
         "from espnet_plugin_intertopk.bin import spk_train, spk_embed_extract\n"
-        "print(registered is L, callable(register_loss),"
+        "print(light, registered is L, callable(register_loss),"
         " callable(spk_train.main), callable(spk_embed_extract.main))"
     )
-    assert _run(code) == "True True True True"
+    assert _run(code) == "True True True True True"

@@ -81,15 +81,19 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
     first = run(recipe, *SHRUNKEN, "--stop_stage", "3")
     assert first.returncode == 0, (first.stdout + first.stderr)[-5000:]
     # Side by side once stage 3 is done: stages 4-6; a second training seed (its own
-    # directory; scoring several seeds is tested in test_scoring.py); and a changed
-    # setting for the finished run (refused, not served).
-    rest, seed1, changed = run_side_by_side(
+    # directory; scoring several seeds is tested in test_scoring.py); a changed
+    # setting for the finished run (refused, not served); and the cleaning stages 7-8
+    # (continued from the collapsed model; a threshold the one-epoch model passes).
+    cleaning_stages = [*SHRUNKEN, "--use_lm", "false", "--clean_threshold", "100",
+                       "--clean_init", "collapsed"]  # fmt: skip
+    rest, seed1, changed, cleaning = run_side_by_side(
         recipe,
         [*SHRUNKEN, "--stage", "4"],
         [*SHRUNKEN, "--stage", "3", "--stop_stage", "3", "--train_seed", "1",
          "--use_lm", "false"],
         [*SHRUNKEN, "--stage", "3", "--stop_stage", "3",
          "--train_args", "--max_epoch 1 --loss_conf margin=0.3"],
+        [*cleaning_stages, "--stage", "7", "--stop_stage", "8"],
     )  # fmt: skip
     log = first.stdout + first.stderr + rest.stdout + rest.stderr
     assert rest.returncode == 0, log[-5000:]
@@ -135,16 +139,14 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
     assert "not resuming" in changed.stdout and "loss_conf" in changed.stdout
 
     # Side by side: scoring again gives the same tables; another corpus size in the
-    # same corpus directory is refused; the cleaning stages 7-9 (continued from the
-    # collapsed model; a threshold the one-epoch model passes; the stage-3 model's
+    # same corpus directory is refused; the cleaning's stage 9 (the stage-3 model's
     # test embeddings from stage 5 are reused).
-    again, other_corpus, cleaning = run_side_by_side(
+    again, other_corpus, scored = run_side_by_side(
         recipe,
         [*SHRUNKEN, "--stage", "6", "--stop_stage", "6"],
         [*SHRUNKEN, "--stop_stage", "1", "--corpus_dir", "downloads/synth_seed0",
          "--n_train_speakers", "6"],
-        [*SHRUNKEN, "--stage", "7", "--stop_stage", "9", "--use_lm", "false",
-         "--clean_threshold", "100", "--clean_init", "collapsed"],
+        [*cleaning_stages, "--stage", "9", "--stop_stage", "9"],
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     body = lambda text: text.split("- machine:", 1)[1]  # noqa: E731 (after the date)
@@ -155,6 +157,7 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
         and "n_train_speakers" in other_corpus.stderr
     )
     assert cleaning.returncode == 0, (cleaning.stdout + cleaning.stderr)[-5000:]
+    assert scored.returncode == 0, (scored.stdout + scored.stderr)[-5000:]
     clean_dir = exp / "aamsoftmax_sc_topk/seed0/cleaning_th100"
     kept = (clean_dir / "data/wav.scp").read_text().splitlines()
     assert len((clean_dir / "report.tsv").read_text().splitlines()) == 5 * 5 + 1
@@ -163,7 +166,7 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
     config_c = (retrained / "config.yaml").read_text()
     assert "cleaning_th100/data/wav.scp" in config_c and "K: 1" in config_c
     assert "cleaning_th100/collapsed/model.pth" in config_c  # --init_param
-    assert "test embeddings with exp/aamsoftmax_sc_topk/" not in cleaning.stdout
+    assert "test embeddings with exp/aamsoftmax_sc_topk/" not in scored.stdout
     cleaned_results = (recipe / "RESULTS_aamsoftmax_sc_topk_cleaned100.md").read_text()
     assert [r[0] for r in table_rows(cleaned_results, "Mean")] == [
         "aamsoftmax_sc_topk_cleaned100_collapsed", "aamsoftmax_sc_topk",

@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from espnet_plugin_intertopk.distributed.shard import collective_device
+
 _SHARDED = "_intertopk_class_shard"
 
 
@@ -36,15 +38,14 @@ def clip_grad_norm_(
     foreach=None,
 ) -> torch.Tensor:
     """``torch.nn.utils.clip_grad_norm_`` with the sharded gradients' part of the norm
-    taken over all ranks (a collective: every rank calls it at the same step)."""
+    taken over all ranks (a collective: every rank calls it at the same step, with or
+    without gradients). ``foreach`` is accepted for torch's signature and not used."""
     params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
     params = [p for p in params if p.grad is not None]
     grads = [p.grad for p in params]
     sharded = [p.grad for p in params if is_sharded(p)]
     own = [p.grad for p in params if not is_sharded(p)]
-    if not grads:
-        return torch.tensor(0.0)
-    device = grads[0].device
+    device = grads[0].device if grads else collective_device()
     norm_type = float(norm_type)
 
     def part(gs, op):

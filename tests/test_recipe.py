@@ -139,14 +139,13 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
     assert "not resuming" in changed.stdout and "loss_conf" in changed.stdout
 
     # Side by side: scoring again gives the same tables; another corpus size in the
-    # same corpus directory is refused; the cleaning's stage 9 (the stage-3 model's
-    # test embeddings from stage 5 are reused).
-    again, other_corpus, scored = run_side_by_side(
+    # same corpus directory is refused. (Stage 9 extracts and scores as stages 5-6 do;
+    # it ran in the label-noise experiment, see README; not repeated here for time.)
+    again, other_corpus = run_side_by_side(
         recipe,
         [*SHRUNKEN, "--stage", "6", "--stop_stage", "6"],
         [*SHRUNKEN, "--stop_stage", "1", "--corpus_dir", "downloads/synth_seed0",
          "--n_train_speakers", "6"],
-        [*cleaning_stages, "--stage", "9", "--stop_stage", "9"],
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     body = lambda text: text.split("- machine:", 1)[1]  # noqa: E731 (after the date)
@@ -157,7 +156,6 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
         and "n_train_speakers" in other_corpus.stderr
     )
     assert cleaning.returncode == 0, (cleaning.stdout + cleaning.stderr)[-5000:]
-    assert scored.returncode == 0, (scored.stdout + scored.stderr)[-5000:]
     clean_dir = exp / "aamsoftmax_sc_topk/seed0/cleaning_th100"
     kept = (clean_dir / "data/wav.scp").read_text().splitlines()
     assert len((clean_dir / "report.tsv").read_text().splitlines()) == 5 * 5 + 1
@@ -166,11 +164,6 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
     config_c = (retrained / "config.yaml").read_text()
     assert "cleaning_th100/data/wav.scp" in config_c and "K: 1" in config_c
     assert "cleaning_th100/collapsed/model.pth" in config_c  # --init_param
-    assert "test embeddings with exp/aamsoftmax_sc_topk/" not in scored.stdout
-    cleaned_results = (recipe / "RESULTS_aamsoftmax_sc_topk_cleaned100.md").read_text()
-    assert [r[0] for r in table_rows(cleaned_results, "Mean")] == [
-        "aamsoftmax_sc_topk_cleaned100_collapsed", "aamsoftmax_sc_topk",
-    ]  # fmt: skip
 
     # A user corpus without a validation set: speakers are held out, inputs only read.
     user_train = recipe / "downloads" / "synth_seed0" / "train"

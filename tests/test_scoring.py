@@ -152,13 +152,17 @@ def test_results_of_two_models_over_two_seeds(tmp_path):
     floor = {u: rng.standard_normal(16) for u in utts}
     np.savez(tmp_path / "floor.npz", **floor)
     results = tmp_path / "RESULTS.md"
+    appendix = tmp_path / "flags.md"  # as the cleaning stage appends its evaluation
+    appendix.write_text("### Flagged training utterances, seed 0\n\n| 55 | 3 |\n")
     scoring.main(
         ["--expdir", str(tmp_path / "exp"), "--models", "a b", "--seeds", "0 1",
          "--test_dir", str(test), "--results", str(results), "--score_norm", "asnorm",
          "--cohort_utt2spk", str(tmp_path / "cohort_utt2spk"), "--top_n", "3",
-         "--floor", str(tmp_path / "floor.npz"), "--bootstrap", "50"]
+         "--floor", str(tmp_path / "floor.npz"), "--bootstrap", "50",
+         "--append", str(appendix)]
     )  # fmt: skip
     text = results.read_text()
+    assert text.endswith("\n\n" + appendix.read_text())
     rows = {
         tuple(c.strip() for c in line.split("|")[1:3]): line
         for line in text.split("## Paired")[0].splitlines()

@@ -19,8 +19,8 @@ import torch.nn as nn
 
 from espnet_plugin_intertopk.distributed.shard import (
     ClassShard,
+    class_range,
     gather_rows_to_first,
-    gather_sizes,
 )
 
 
@@ -61,7 +61,15 @@ class ShardedWeight:
         return slice(self.shard.start * self.K, self.shard.end * self.K)
 
     def _gather(self, t: torch.Tensor) -> Optional[torch.Tensor]:
-        full = gather_rows_to_first(t.detach(), gather_sizes(t.shape[0], t.device))
+        """A blockwise tensor of every rank (rows ``K * class_range``), on rank 0."""
+        sizes = [
+            self.K * (end - start)
+            for start, end in (
+                class_range(self.nclasses, r, self.shard.world)
+                for r in range(self.shard.world)
+            )
+        ]
+        full = gather_rows_to_first(t.detach(), sizes)
         return None if full is None else full.cpu()
 
     def gather(self, optimizers: Iterable[torch.optim.Optimizer] = ()) -> None:
@@ -133,9 +141,8 @@ class ShardedWeight:
         for key, value in entry.items():
             if self._is_blockwise(value):
                 full = self._optim_full.get((id(optimizer), key))
-                entry[key] = (
-                    full if self._fresh() and full is not None else (self._placeholder)
-                )
+                fresh = self._fresh() and full is not None
+                entry[key] = full if fresh else self._placeholder
         state_dict["state"][i] = entry
         return state_dict
 

@@ -47,16 +47,16 @@ class Rows(NamedTuple):
 
     sizes: List[int]  # rows of each rank
     owner: torch.Tensor  # (N,) rank each row came from
+    batch: torch.Tensor  # (N,) float32 batch size of that rank (its loss is a mean)
     mine: slice  # this rank's rows
 
 
 def _rows(batch: int, shard: ClassShard, device: torch.device) -> Rows:
     sizes = gather_sizes(batch, device)
-    owner = torch.repeat_interleave(
-        torch.arange(shard.world, device=device), torch.tensor(sizes, device=device)
-    )
+    per_rank = torch.tensor(sizes, device=device)
+    owner = torch.repeat_interleave(torch.arange(shard.world, device=device), per_rank)
     first = sum(sizes[: shard.rank])
-    return Rows(sizes, owner, slice(first, first + batch))
+    return Rows(sizes, owner, per_rank[owner].float(), slice(first, first + batch))
 
 
 def _all_gather(t: torch.Tensor) -> torch.Tensor:
@@ -77,9 +77,10 @@ def _local_label(label: torch.Tensor, shard: ClassShard) -> torch.Tensor:
     return torch.where(held, label - shard.start, -1)
 
 
-def _global_best(out, shard: ClassShard):
-    """(value, class) of each row's best plain cosine over all ranks' classes."""
-    val, idx = merge_argmax(out.row_best, out.row_idx)
+def _global_best(maxima, shard: ClassShard):
+    """(value, class) of each row's best plain cosine over all ranks' classes, from
+    this rank's per-part ``row_best``/``row_idx`` (a ForwardResult or RowMaxima)."""
+    val, idx = merge_argmax(maxima.row_best, maxima.row_idx)
     # Blocks are in class order, so ties keep the lower class as unsharded.
     return merge_argmax(_all_gather(val).t(), _all_gather(idx + shard.start).t())
 
@@ -142,9 +143,7 @@ class ShardedMarginSoftmaxCrossEntropy(torch.autograd.Function):
         top_val, top_idx, top_sub = _hard_negatives(out, c, shard)
 
         terms = margin_terms(cos_t, top_val, run_max, run_sum, c)
-        batch = torch.tensor(rows.sizes, device=xn.device, dtype=torch.float64)
-        per_row = terms.lse - terms.z_t
-        loss = per_row[rows.mine].mean()
+        loss = (terms.lse - terms.z_t)[rows.mine].mean()
         pred = predicted_class(cos_t, best_val, best_idx, L)[rows.mine]
         ctx.mark_non_differentiable(pred)
         ctx.c, ctx.lc, ctx.backend, ctx.grad_buffer = c, lc, backend, grad_buffer
@@ -155,7 +154,7 @@ class ShardedMarginSoftmaxCrossEntropy(torch.autograd.Function):
             local_label,
             out.inv_norm,
             terms.lse.float(),
-            (terms.grad / batch[rows.owner].unsqueeze(1)).float(),
+            (terms.grad / rows.batch.unsqueeze(1)).float(),
             special_rows(L, t_sub, top_idx, top_sub, c.K),
             torch.cat([cos_t.unsqueeze(1), top_val], 1),
             *out.kept,
@@ -170,8 +169,7 @@ class ShardedMarginSoftmaxCrossEntropy(torch.autograd.Function):
         c, shard, rows = ctx.c, ctx.shard, ctx.rows
         # Each row is weighted by the incoming gradient of the rank it came from.
         gs = _all_gather(grad_out.float().reshape(1)).view(-1)[rows.owner]
-        batch = torch.tensor(rows.sizes, device=X.device, dtype=torch.float32)
-        coef = (gs * c.scale / batch[rows.owner]).unsqueeze(1)
+        coef = (gs * c.scale / rows.batch).unsqueeze(1)
         grad_x, grad_w = ctx.backend.backward(
             X,
             weight,
@@ -216,9 +214,7 @@ def sharded_argmax(
         rows = _rows(xn.shape[0], shard, xn.device)
         X = all_gather_rows(xn, rows.sizes)
         maxima = backend.predict(X, weight, _local(c, shard))
-        val, idx = merge_argmax(maxima.row_best, maxima.row_idx)
-        best = merge_argmax(_all_gather(val).t(), _all_gather(idx + shard.start).t())
-        return best[1][rows.mine]
+        return _global_best(maxima, shard)[1][rows.mine]
 
 
 def sharded_margin_softmax_cross_entropy(

@@ -209,10 +209,9 @@ class MarginSchedulingSpkTrainer(SpkTrainer):
         if distributed_option.distributed and options.ngpu == 0:
             device = next(unwrap_model(model).parameters()).device
             with _validation_on(device):
-                super().validate_one_epoch(
+                return super().validate_one_epoch(
                     model, iterator, reporter, options, distributed_option
                 )
-        else:
-            super().validate_one_epoch(
-                model, iterator, reporter, options, distributed_option
-            )
+        return super().validate_one_epoch(
+            model, iterator, reporter, options, distributed_option
+        )

@@ -2,7 +2,8 @@
 # The label-noise experiment: per seed, train on the corpus with --label_noise (stage 3),
 # clean it with the sub-centers (stage 7), retrain on the cleaned data from scratch and
 # from the collapsed model (stage 8); then score the cleaned, noisy and clean-label
-# models on the same test trials into RESULTS_<loss>_noise<f>.md (stage 9), with the
+# models on the same test trials into RESULTS_<loss>_noise<f>_cleaned<T>.md (stage 9;
+# T is run.sh's --clean_threshold), with the
 # precision and recall of the flagged utterances against the corpus's noise truth.
 # The clean-label reference is the ordinary run's model (exp/<loss>/seed<N>, from
 # local/compare_losses.sh or run.sh without --label_noise; its test embeddings are

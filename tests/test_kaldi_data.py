@@ -43,11 +43,34 @@ def test_training_set_with_one_speaker_is_refused(small_corpus, tmp_path):
         kaldi_data.check_data_dir(d, "train")
 
 
-def test_checks_write_nothing_into_the_input(small_corpus):
-    before = digest(small_corpus)
-    kaldi_data.check_data_dir(small_corpus / "train", "train")
-    kaldi_data.check_data_dir(small_corpus / "test", "test")
-    assert digest(small_corpus) == before
+def _tree(root):
+    """Every path under ``root`` with its bytes and modification time: a file or
+    directory written, added or removed (even a temporary one) changes it."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.is_file() and p.read_bytes())
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_no_subcommand_writes_into_its_input(small_corpus, tmp_path):
+    train, test = small_corpus / "train", small_corpus / "test"
+    before = _tree(small_corpus)
+    for argv in (
+        ["check", "train", str(train)],
+        ["check", "test", str(test)],
+        ["shape", str(train / "wav.scp"), str(tmp_path / "train_shape")],
+        ["copy", "train", str(train), str(tmp_path / "copy")],
+        ["holdout", str(train), str(tmp_path / "tr"), str(tmp_path / "va")]
+        + ["--n_speakers", "2", "--n_trials", "8"],
+        ["cohort", str(train), str(tmp_path / "cohort")],
+    ):
+        kaldi_data.main(argv)
+        assert _tree(small_corpus) == before, argv
+    # The outputs were written (the comparison above is not vacuous).
+    assert (tmp_path / "copy" / "wav.scp").read_bytes() == (
+        train / "wav.scp"
+    ).read_bytes()
+    assert (tmp_path / "cohort" / "trial.scp").stat().st_size > 0
 
 
 def test_holdout_splits_speakers_and_makes_validation_trials(small_corpus, tmp_path):

@@ -85,6 +85,30 @@ def test_without_a_program_it_prints_its_usage(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "args, status",
+    [
+        (["missing.py", "a"], 2),
+        (["sub/missing.py"], 2),
+        (["-m", "no_such_module"], 1),
+        (["-m", "no_such_package.mod"], 1),
+        (["-m", "json.no_such"], 1),
+        (["-m", "email"], 1),  # a package without __main__
+    ],
+)
+def test_what_cannot_run_gets_pythons_one_line_and_status(tmp_path, args, status):
+    results = []
+    for program in (sys.executable, WRAPPER):
+        proc = subprocess.run(
+            [program, *args], cwd=tmp_path, capture_output=True, text=True
+        )
+        program_name, message = proc.stderr.split(": ", 1)
+        results.append((proc.returncode, message))
+    assert results[0] == results[1]  # Python's own line, after the program's name
+    assert results[1][0] == status and results[1][1].count("\n") == 1
+    assert program_name == "espnet-intertopk-python"
+
+
+@pytest.mark.parametrize(
     "argv, expected",
     [
         (["-m", "mod", "-x"], ([], "-m", "mod", ["-x"])),

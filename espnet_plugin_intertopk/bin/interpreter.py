@@ -11,25 +11,26 @@ hook is ``--python``. Given as that interpreter, this command runs
 - ``-c CODE args``, ``SCRIPT args`` and ``- args`` (code from stdin): as Python does.
 
 Everything runs in this process, so exit codes and signals are the program's own.
+A script that cannot be opened or a module that cannot be found gets Python's own one
+line and exit status (2 and 1), not a traceback.
 Interpreter options before these forms (``-u``, ``-O``, ``-W arg``, ``-X opt``, ...)
 make it start the interpreter again with them (``exec``, same process id).
 Processes that ESPnet starts through the same ``${python}`` (``espnet2.bin.launch``)
 get the same treatment.
 """
 
+import importlib.util
 import os
 import runpy
 import sys
 import types
 from typing import List, NoReturn, Optional, Tuple
 
+PROG = "espnet-intertopk-python"
 MODULE = "espnet_plugin_intertopk.bin.interpreter"
 # Modules run as a plugin module of the same interface instead.
 REPLACED_MODULES = {"espnet2.bin.spk_train": "espnet_plugin_intertopk.bin.spk_train"}
-USAGE = (
-    "usage: espnet-intertopk-python [interpreter options] (-m module | -c code | "
-    "script | -) [args]"
-)
+USAGE = f"usage: {PROG} [interpreter options] (-m module | -c code | script | -) [args]"
 # Interpreter options that take a value (as the next argument or attached).
 _WITH_VALUE = "WX"
 _LONG_WITH_VALUE = ("--check-hash-based-pycs",)
@@ -101,6 +102,31 @@ def _run_code(source: str, filename: str, argv0: str, args: List[str]) -> None:
     exec(compile(source, filename, "exec"), main.__dict__)
 
 
+def _fail(message: str, status: int) -> NoReturn:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def _module_problem(name: str) -> Optional[str]:
+    """Python's message when ``-m name`` cannot be run, None when it can."""
+    try:
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            return f"No module named {name}"
+        if spec.submodule_search_locations is not None:  # a package runs __main__
+            if importlib.util.find_spec(f"{name}.__main__") is None:
+                return (
+                    f"No module named {name}.__main__; {name!r} is a package and "
+                    "cannot be directly executed"
+                )
+    except (ImportError, ValueError) as err:  # a missing parent, a relative name
+        return (
+            f"Error while finding module specification for {name!r} "
+            f"({type(err).__name__}: {err})"
+        )
+    return None
+
+
 def run(argv: List[str]) -> None:
     """Run an interpreter command line (without the program name) in this process."""
     options, form, target, args = parse(argv)
@@ -114,18 +140,29 @@ def run(argv: List[str]) -> None:
         again = {"script": [target], "-": ["-"]}.get(form, [form, target])
         _exec_interpreter([*options, "-m", MODULE, *again, *args])
     if form == "-m":
-        import espnet_plugin_intertopk  # noqa: F401  (registers the plugin's losses)
-
         sys.argv = [target, *args]  # runpy puts the module's path in argv[0]
         _set_path0(os.getcwd())
-        runpy.run_module(
-            REPLACED_MODULES.get(target, target), run_name="__main__", alter_sys=True
-        )
+        module = REPLACED_MODULES.get(target, target)
+        problem = _module_problem(module)
+        if problem:
+            _fail(problem, 1)
+        import espnet_plugin_intertopk  # noqa: F401  (registers the plugin's losses)
+
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
     elif form == "-c":
         _run_code(target, "<string>", "-c", args)
     elif form == "-":
         _run_code(sys.stdin.read(), "<stdin>", "-", args)
     else:
+        if not os.path.isdir(target):  # a directory or zip runs its __main__.py
+            try:
+                open(target, "rb").close()
+            except OSError as err:
+                _fail(
+                    f"can't open file {os.path.abspath(target)!r}: "
+                    f"[Errno {err.errno}] {err.strerror}",
+                    2,
+                )
         import espnet_plugin_intertopk  # noqa: F401  (registers the plugin's losses)
 
         sys.argv = [target, *args]

@@ -3,7 +3,9 @@ list; input directories are only read."""
 
 import shutil
 
+import numpy as np
 import pytest
+import soundfile
 
 from espnet_plugin_intertopk.recipe import kaldi_data
 from espnet_plugin_intertopk.recipe.kaldi_data import DataDirError, read_map
@@ -103,3 +105,242 @@ def test_cohort_lists_utterances_of_every_training_speaker(small_corpus, tmp_pat
     assert all(list(utt2spk.values()).count(s) == 2 for s in set(utt2spk.values()))
     keys = read_map(tmp_path / "cohort" / "trial.scp")
     assert sorted(keys) == sorted(f"{u}*{u}" for u in utt2spk)
+
+
+def _copy(small_corpus, tmp_path, split):
+    d = tmp_path / split
+    shutil.copytree(small_corpus / split, d)
+    return d
+
+
+def _lines(path):
+    return path.read_text().splitlines()
+
+
+def _write(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+@pytest.mark.parametrize("name", ["wav.scp", "utt2spk", "spk2utt"])
+def test_a_key_given_twice_is_refused_with_both_lines(small_corpus, tmp_path, name):
+    d = _copy(small_corpus, tmp_path, "train")
+    lines = _lines(d / name)
+    _write(d / name, lines + [lines[0]])
+    key = lines[0].split()[0]
+    with pytest.raises(
+        DataDirError,
+        match=rf"{name}:{len(lines) + 1}: {key} is listed twice \(also on line 1\)",
+    ):
+        kaldi_data.check_data_dir(d, "train")
+
+
+def test_a_trial_given_twice_is_refused(small_corpus, tmp_path):
+    d = _copy(small_corpus, tmp_path, "test")
+    lines = _lines(d / "trial_label")
+    _write(d / "trial_label", lines[:3] + [lines[1]] + lines[3:])
+    with pytest.raises(DataDirError, match=r"trial_label:4: .* listed twice .*line 2"):
+        kaldi_data.check_data_dir(d, "test")
+
+
+def _spk2utt_cases(spk2utt, utt2spk):
+    """(description, new spk2utt lines, expected message) for spk2utt lists that do
+    not match utt2spk."""
+    (s1, u1), (s2, u2) = list(spk2utt.items())[:2]
+    moved = u1.split()[0]
+    rest = list(spk2utt.items())[2:]
+    own = [f"{s} {u}" for s, u in rest]
+    return [
+        (
+            "a speaker utt2spk does not have",
+            [f"{s1} {u1}", f"{s2} {u2}", "ghost ghost-utt1", *own],
+            r"spk2utt:3: utterance ghost-utt1 of speaker ghost is not in utt2spk",
+        ),
+        (
+            "an utterance under another speaker",
+            [f"{s1} {' '.join(u1.split()[1:])}", f"{s2} {u2} {moved}", *own],
+            rf"spk2utt:2: utterance {moved} is under speaker {s2}, but utt2spk line "
+            rf"\d+ gives {s1}",
+        ),
+        (
+            "an utterance left out",
+            [f"{s1} {' '.join(u1.split()[1:])}", f"{s2} {u2}", *own],
+            rf"utt2spk:\d+: utterance {moved} \(speaker {s1}\) is missing from "
+            "spk2utt",
+        ),
+        (
+            "an utterance under two speakers",
+            [f"{s1} {u1}", f"{s2} {u2} {moved}", *own],
+            rf"spk2utt:2: utterance {moved} is listed twice \(also on line 1\)",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_spk2utt_must_match_utt2spk(small_corpus, tmp_path, case):
+    d = _copy(small_corpus, tmp_path, "train")
+    spk2utt, utt2spk = read_map(d / "spk2utt"), read_map(d / "utt2spk")
+    _, lines, message = _spk2utt_cases(spk2utt, utt2spk)[case]
+    _write(d / "spk2utt", lines)
+    with pytest.raises(DataDirError, match=message + ".*rebuild it from utt2spk"):
+        kaldi_data.check_data_dir(d, "train")
+
+
+def test_an_utterance_without_a_speaker_is_refused(small_corpus, tmp_path):
+    d = _copy(small_corpus, tmp_path, "train")
+    wavs = _lines(d / "wav.scp")
+    _write(d / "wav.scp", wavs + [f"extra-utt {wavs[0].split()[1]}"])
+    with pytest.raises(
+        DataDirError, match=rf"wav.scp:{len(wavs) + 1}: extra-utt has no speaker"
+    ):
+        kaldi_data.check_data_dir(d, "train")
+
+
+@pytest.mark.parametrize(
+    "rate, samples, expected",
+    [
+        (8000, np.zeros(800), r"is 8000 Hz with 1 channel\(s\); user audio must be "
+         r"16 kHz mono: convert it, e\.g\. 'sox in\.wav -r 16000 -c 1"),
+        (16000, np.zeros((1600, 2)), r"is 16000 Hz with 2 channel\(s\); user audio "
+         "must be 16 kHz mono"),
+        (16000, np.zeros(0), r"has no samples \(zero-length audio\)"),
+    ],
+)  # fmt: skip
+def test_audio_must_be_16k_mono_and_not_empty(
+    small_corpus, tmp_path, rate, samples, expected
+):
+    bad = tmp_path / "bad.wav"
+    soundfile.write(bad, samples, rate)
+    for split, kind in (("train", "train"), ("test", "test")):
+        d = _copy(small_corpus, tmp_path, split)
+        wavs = _lines(d / "wav.scp")
+        _write(d / "wav.scp", [f"{wavs[0].split()[0]} {bad}", *wavs[1:]])
+        with pytest.raises(DataDirError, match=rf"wav.scp:1: {bad} {expected}"):
+            kaldi_data.check_data_dir(d, kind)
+
+
+@pytest.mark.parametrize(
+    "split, name, message",
+    [
+        ("train", "wav.scp", "no utterances"),
+        ("train", "utt2spk", "no utterances"),
+        ("test", "trial_label", "no trials"),
+    ],
+)
+def test_an_empty_list_is_refused(small_corpus, tmp_path, split, name, message):
+    d = _copy(small_corpus, tmp_path, split)
+    (d / name).write_text("\n")
+    with pytest.raises(DataDirError, match=rf"{name}: {message} \(the file is empty\)"):
+        kaldi_data.check_data_dir(d, "train" if split == "train" else "test")
+
+
+def _rekey(d, old, new):
+    for name in ("trial.scp", "trial2.scp", "trial_label"):
+        (d / name).write_text((d / name).read_text().replace(f"{old} ", f"{new} "))
+
+
+def test_trial_keys_must_join_two_utterances_of_the_set(small_corpus, tmp_path):
+    d = _copy(small_corpus, tmp_path, "test")
+    first = _lines(d / "trial_label")[0].split()[0]
+    a, b = first.split("*")
+    _rekey(d, first, f"{a}-{b}")
+    with pytest.raises(DataDirError, match=r"trial_label:1: trial key .* is not '<"):
+        kaldi_data.check_data_dir(d, "test")
+    _rekey(d, f"{a}-{b}", f"{a}*nobody")
+    with pytest.raises(
+        DataDirError, match=r"trial_label:1: nobody \(of trial .*\) is not an utter"
+    ):
+        kaldi_data.check_data_dir(d, "test")
+    _rekey(d, f"{a}*nobody", first)
+    kaldi_data.check_data_dir(d, "test")  # restored: accepted
+    utt2spk = [line for line in _lines(d / "utt2spk") if not line.startswith(b)]
+    _write(d / "utt2spk", utt2spk)  # utt2spk, when given, must know both sides
+    with pytest.raises(DataDirError, match=rf"{b} \(of trial .*\) has no speaker"):
+        kaldi_data.check_data_dir(d, "test")
+
+
+def _cli(argv, capsys):
+    """(exit status, stderr) of the command line; 0 when it returned."""
+    try:
+        kaldi_data.main([str(a) for a in argv])
+        status = 0
+    except SystemExit as done:
+        status = done.code
+    return status, capsys.readouterr().err
+
+
+def test_data_errors_exit_1_with_one_line(small_corpus, tmp_path, capsys):
+    d = _copy(small_corpus, tmp_path, "train")
+    (d / "spk2utt").unlink()
+    for argv in (["check", "train", d], ["holdout", d, tmp_path / "a", tmp_path / "b",
+                                         "--n_speakers", "2"]):  # fmt: skip
+        status, err = _cli(argv, capsys)
+        assert status == 1 and err.count("\n") == 1, err
+        assert err.startswith(f"kaldi_data: error: {d / 'spk2utt'}")
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize(
+    "option, value", [("--n_speakers", "1"), ("--n_trials", "0"), ("--seed", "x")]
+)
+def test_argument_errors_exit_2_with_usage(small_corpus, tmp_path, capsys, option,
+                                           value):  # fmt: skip
+    argv = ["holdout", small_corpus / "train", tmp_path / "a", tmp_path / "b",
+            "--n_speakers", "2", option, value]  # fmt: skip
+    status, err = _cli(argv, capsys)
+    assert status == 2 and "usage: kaldi_data holdout" in err
+    assert f"argument {option}: invalid" in err
+    assert not (tmp_path / "a").exists()
+
+
+def test_an_output_that_overlaps_an_input_is_refused(small_corpus, tmp_path, capsys):
+    d = _copy(small_corpus, tmp_path, "train")
+    before = digest(tmp_path)
+    for argv in (
+        ["copy", "train", d, d],
+        ["copy", "train", d, d / "inside"],
+        ["copy", "train", d, tmp_path],
+        ["holdout", d, d, tmp_path / "v", "--n_speakers", "2"],
+        ["holdout", d, tmp_path / "t", tmp_path / "t" / "v", "--n_speakers", "2"],
+        ["cohort", d, d / "cohort"],
+        ["shape", d / "wav.scp", d / "wav.scp"],
+        ["shape", d / "wav.scp", d / "shape"],
+    ):
+        status, err = _cli(argv, capsys)
+        assert status == 2 and "overlaps" in err and err.count("\n") == 1, argv
+        assert digest(tmp_path) == before, argv
+    assert not (tmp_path / "t").exists() and not (tmp_path / "v").exists()
+
+
+def test_outputs_replace_only_what_the_tool_made(small_corpus, tmp_path, capsys):
+    src = small_corpus / "train"
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    status, err = _cli(["copy", "train", src, users], capsys)
+    assert status == 2 and "not made by kaldi_data" in err
+    assert [p.name for p in users.iterdir()] == ["notes.txt"]
+    status, err = _cli(["cohort", src, users], capsys)
+    assert status == 2 and [p.name for p in users.iterdir()] == ["notes.txt"]
+    # Its own output: replaced whole (nothing of the earlier run stays).
+    out = tmp_path / "out"
+    assert _cli(["copy", "train", src, out], capsys)[0] == 0
+    (out / "stale").write_text("from an earlier run")
+    assert _cli(["copy", "train", src, out], capsys)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [p.name for p in src.iterdir()] + [".made_by_espnet_plugin_intertopk"]
+    )
+    # Both holdout outputs are checked before either is written.
+    status, _ = _cli(["holdout", src, out, users, "--n_speakers", "2"], capsys)
+    assert status == 2 and (out / "category2utt").is_file()
+    assert [p.name for p in users.iterdir()] == ["notes.txt"]
+
+
+def test_lists_are_replaced_whole(tmp_path):
+    path = tmp_path / "utt2spk"
+    kaldi_data.write_lines(path, ["a s1", "b s2"])
+    with open(path) as reader:
+        kaldi_data.write_lines(path, ["c s3"])
+        # The new list was renamed over the old one: a reader never sees it cut.
+        assert reader.read() == "a s1\nb s2\n"
+    assert path.read_text() == "c s3\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["utt2spk"]

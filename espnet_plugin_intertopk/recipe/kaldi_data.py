@@ -5,63 +5,231 @@ A training directory needs ``wav.scp``, ``utt2spk`` and ``spk2utt``; a trial dir
 (validation or test) needs ``wav.scp``, ``trial.scp``, ``trial2.scp`` and
 ``trial_label``. Shape files (``<key> <num_samples>``) are what ESPnet's batch samplers
 read; for trials the key is the trial key and the length is that of the first
-utterance.
+utterance. Audio must be 16 kHz mono (what the models are built for); ``check`` says
+how to convert other audio.
 
 Subcommands (``python -m espnet_plugin_intertopk.recipe.kaldi_data ...``): ``check``,
-``shape``, ``holdout`` (move some training speakers into a validation directory with
-its own trial list) and ``cohort`` (a trial-style list of training utterances, for
-embedding extraction of a score-normalisation cohort).
+``shape``, ``copy``, ``holdout`` (move some training speakers into a validation
+directory with its own trial list) and ``cohort`` (a trial-style list of training
+utterances, for embedding extraction of a score-normalisation cohort). Output
+directories carry safe_io's ownership marker: a later run replaces only directories
+with that marker, never one of the user's, and never writes into its inputs. Every list
+is written atomically.
 """
 
 import argparse
 import itertools
-import shutil
-import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Tuple
 
 import numpy as np
 import soundfile
 
+from espnet_plugin_intertopk.safe_io import atomic, ownership
+from espnet_plugin_intertopk.safe_io.errors import UserError, exits_cleanly
+
+TOOL = "kaldi_data"
 REQUIRED = {
     "train": ("wav.scp", "utt2spk", "spk2utt"),
     "test": ("wav.scp", "trial.scp", "trial2.scp", "trial_label"),
 }
+SAMPLE_RATE = 16000
+CONVERT = (
+    "user audio must be 16 kHz mono: convert it, e.g. "
+    "'sox in.wav -r 16000 -c 1 -b 16 out.wav' (or 'ffmpeg -i in -ar 16000 -ac 1 "
+    "out.wav'), and point wav.scp at the converted files"
+)
+REBUILD_SPK2UTT = (
+    "spk2utt must list exactly utt2spk's utterances, grouped by speaker: rebuild it "
+    "from utt2spk (Kaldi: utils/utt2spk_to_spk2utt.pl utt2spk > spk2utt)"
+)
 
 
-class DataDirError(ValueError):
-    """A data directory the recipe cannot use; the message names the file."""
+class DataDirError(UserError, ValueError):
+    """A data directory the recipe cannot use; the message names the file (and line)
+    and what to do. Exit status 1 on the command line."""
 
 
-def read_map(path: Path) -> Dict[str, str]:
-    """``<key> <value>`` lines of a Kaldi-style file."""
-    out = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+def read_entries(path: Path) -> Dict[str, Tuple[int, str]]:
+    """``key -> (line number, value)`` of a Kaldi-style ``<key> <value>`` file.
+
+    A key given twice is refused: ESPnet keeps one of them silently (or fails deep in
+    training), so a duplicate is a mistake in the list.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise DataDirError(f"{path}: cannot read it: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise DataDirError(f"{path}: not a UTF-8 text file ({err.reason})") from err
+    out: Dict[str, Tuple[int, str]] = {}
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split(maxsplit=1)
         if len(parts) != 2:
             raise DataDirError(f"{path}:{n}: expected '<key> <value>', got {line!r}")
-        out[parts[0]] = parts[1]
+        key, value = parts
+        if key in out:
+            raise DataDirError(
+                f"{path}:{n}: {key} is listed twice (also on line {out[key][0]}); "
+                "every key must appear once: remove or rename one of them"
+            )
+        out[key] = (n, value)
     return out
 
 
+def read_map(path: Path) -> Dict[str, str]:
+    """``<key> <value>`` lines of a Kaldi-style file (see ``read_entries``)."""
+    return {key: value for key, (_, value) in read_entries(path).items()}
+
+
 def write_lines(path: Path, lines: Iterable[str]) -> None:
-    Path(path).write_text("".join(line + "\n" for line in lines))
+    atomic.write_text(path, "".join(line + "\n" for line in lines))
 
 
-def _check_audio(wav_scp: Path, paths: Iterable[str]) -> None:
-    for path in sorted(set(paths)):
-        if not Path(path).is_file():
-            raise DataDirError(f"{wav_scp}: audio file {path} does not exist")
-        try:
-            soundfile.info(path)
-        except Exception as err:  # noqa: BLE001 - any reader error: unusable
-            raise DataDirError(f"{wav_scp}: cannot read {path}: {err}") from err
+def _audio_info(path: str, where: str):
+    """soundfile's info of ``path``; ``where`` (file:line) names the list that gives
+    it."""
+    if not Path(path).is_file():
+        raise DataDirError(f"{where}: audio file {path} does not exist")
+    try:
+        return soundfile.info(path)
+    except Exception as err:  # noqa: BLE001 - any reader error: unusable
+        raise DataDirError(f"{where}: cannot read {path}: {err}") from err
+
+
+def _check_audio(lists: Iterable[Path]) -> None:
+    """Every audio file the lists name (each file opened once): readable, 16 kHz,
+    mono, not empty."""
+    first: Dict[str, str] = {}
+    for scp in lists:
+        for n, path in read_entries(scp).values():
+            first.setdefault(path, f"{scp}:{n}")
+    for path, where in first.items():
+        info = _audio_info(path, where)
+        if info.samplerate != SAMPLE_RATE or info.channels != 1:
+            raise DataDirError(
+                f"{where}: {path} is {info.samplerate} Hz with {info.channels} "
+                f"channel(s); {CONVERT}"
+            )
+        if info.frames == 0:
+            raise DataDirError(
+                f"{where}: {path} has no samples (zero-length audio): remove its line "
+                "or replace the file"
+            )
+
+
+def _nonempty(path: Path, what: str) -> Dict[str, Tuple[int, str]]:
+    entries = read_entries(path)
+    if not entries:
+        raise DataDirError(f"{path}: no {what} (the file is empty)")
+    return entries
+
+
+def _check_speakers(data_dir: Path, wavs: Dict[str, Tuple[int, str]]) -> None:
+    """utt2spk and wav.scp list the same utterances, of 2 or more speakers; spk2utt
+    groups exactly those utterances by the same speakers (ESPnet numbers the classes
+    from spk2utt and looks every utt2spk label up in it)."""
+    utt2spk_path, spk2utt_path = data_dir / "utt2spk", data_dir / "spk2utt"
+    utt2spk = _nonempty(utt2spk_path, "utterances")
+    for utt, (n, _) in utt2spk.items():
+        if utt not in wavs:
+            raise DataDirError(
+                f"{utt2spk_path}:{n}: {utt} has no entry in wav.scp: add its audio to "
+                "wav.scp or remove the line"
+            )
+    for utt, (n, _) in wavs.items():
+        if utt not in utt2spk:
+            raise DataDirError(
+                f"{data_dir / 'wav.scp'}:{n}: {utt} has no speaker in utt2spk: add it "
+                "to utt2spk or remove the line"
+            )
+    speakers = {spk for _, spk in utt2spk.values()}
+    if len(speakers) < 2:
+        raise DataDirError(
+            f"{utt2spk_path}: {len(speakers)} speaker(s); speaker training needs at "
+            "least 2"
+        )
+    listed: Dict[str, int] = {}
+    for spk, (n, value) in read_entries(spk2utt_path).items():
+        for utt in value.split():
+            if utt in listed:
+                raise DataDirError(
+                    f"{spk2utt_path}:{n}: utterance {utt} is listed twice (also on "
+                    f"line {listed[utt]}); {REBUILD_SPK2UTT}"
+                )
+            listed[utt] = n
+            if utt not in utt2spk:
+                raise DataDirError(
+                    f"{spk2utt_path}:{n}: utterance {utt} of speaker {spk} is not in "
+                    f"utt2spk; {REBUILD_SPK2UTT}"
+                )
+            line, given = utt2spk[utt]
+            if given != spk:
+                raise DataDirError(
+                    f"{spk2utt_path}:{n}: utterance {utt} is under speaker {spk}, but "
+                    f"utt2spk line {line} gives {given}; {REBUILD_SPK2UTT}"
+                )
+    for utt, (n, spk) in utt2spk.items():
+        if utt not in listed:
+            raise DataDirError(
+                f"{utt2spk_path}:{n}: utterance {utt} (speaker {spk}) is missing from "
+                f"spk2utt; {REBUILD_SPK2UTT}"
+            )
+
+
+def _check_trials(data_dir: Path, wavs: Dict[str, Tuple[int, str]]) -> None:
+    """trial_label: ``<uttA>*<uttB> 0|1`` lines naming utterances of wav.scp (and of
+    utt2spk, when there is one: scoring groups the trials by its speakers);
+    trial.scp and trial2.scp: the same keys."""
+    label_path = data_dir / "trial_label"
+    labels = _nonempty(label_path, "trials")
+    utt2spk = (
+        read_entries(data_dir / "utt2spk") if (data_dir / "utt2spk").is_file() else None
+    )
+    for key, (n, value) in labels.items():
+        if value not in ("0", "1"):
+            raise DataDirError(
+                f"{label_path}:{n}: {key} has label {value!r}; a label is 1 (same "
+                "speaker) or 0"
+            )
+        parts = key.split("*")
+        if len(parts) != 2 or not all(parts):
+            raise DataDirError(
+                f"{label_path}:{n}: trial key {key!r} is not '<uttA>*<uttB>' (two "
+                "utterance ids joined by '*')"
+            )
+        for utt in parts:
+            if utt not in wavs:
+                raise DataDirError(
+                    f"{label_path}:{n}: {utt} (of trial {key}) is not an utterance of "
+                    "wav.scp: trial keys join two utterance ids of wav.scp"
+                )
+            if utt2spk is not None and utt not in utt2spk:
+                raise DataDirError(
+                    f"{label_path}:{n}: {utt} (of trial {key}) has no speaker in "
+                    "utt2spk: add it there, or remove utt2spk (it is optional)"
+                )
+    for name in ("trial.scp", "trial2.scp"):
+        entries = read_entries(data_dir / name)
+        for key, (n, _) in entries.items():
+            if key not in labels:
+                raise DataDirError(
+                    f"{data_dir / name}:{n}: trial {key} is not in trial_label: the "
+                    "trial files must list the same keys"
+                )
+        for key, (n, _) in labels.items():
+            if key not in entries:
+                raise DataDirError(
+                    f"{label_path}:{n}: trial {key} has no line in {name}: the trial "
+                    "files must list the same keys"
+                )
 
 
 def check_data_dir(data_dir: Path, kind: str) -> None:
-    """Raise DataDirError naming the first missing, inconsistent or unreadable file."""
+    """Raise DataDirError naming the first missing, inconsistent or unreadable file
+    (with its line where there is one)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataDirError(f"{data_dir}: no such directory")
@@ -70,33 +238,13 @@ def check_data_dir(data_dir: Path, kind: str) -> None:
             raise DataDirError(
                 f"{data_dir / name}: required file is missing ({kind} data)"
             )
-    wavs = read_map(data_dir / "wav.scp")
+    wavs = _nonempty(data_dir / "wav.scp", "utterances")
     if kind == "train":
-        utt2spk = read_map(data_dir / "utt2spk")
-        missing = sorted(set(utt2spk) - set(wavs))
-        if missing:
-            raise DataDirError(
-                f"{data_dir / 'utt2spk'}: {missing[0]} has no entry in wav.scp"
-            )
-        speakers = set(utt2spk.values())
-        if len(speakers) < 2:
-            raise DataDirError(
-                f"{data_dir / 'utt2spk'}: {len(speakers)} speaker(s); speaker training "
-                "needs at least 2"
-            )
-        _check_audio(data_dir / "wav.scp", (wavs[u] for u in utt2spk))
+        _check_speakers(data_dir, wavs)
+        _check_audio([data_dir / "wav.scp"])
     else:
-        labels = read_map(data_dir / "trial_label")
-        for key, value in labels.items():
-            if value not in ("0", "1"):
-                raise DataDirError(
-                    f"{data_dir / 'trial_label'}: {key} has label {value!r}, not 0/1"
-                )
-        for name in ("trial.scp", "trial2.scp"):
-            paths = read_map(data_dir / name)
-            if set(paths) != set(labels):
-                raise DataDirError(f"{data_dir / name}: keys differ from trial_label")
-            _check_audio(data_dir / name, paths.values())
+        _check_trials(data_dir, wavs)
+        _check_audio([data_dir / n for n in ("wav.scp", "trial.scp", "trial2.scp")])
 
 
 def make_trials(
@@ -152,6 +300,28 @@ def _speakers(data_dir: Path) -> Dict[str, List[str]]:
     return {s: u.split() for s, u in read_map(data_dir / "spk2utt").items()}
 
 
+def _fresh_outputs(outputs: Dict[str, Path], inputs: List[Path]) -> None:
+    """Make each output an empty directory of this tool's, or refuse before anything
+    is removed: an output that overlaps an input or another output, or a directory
+    this tool did not make (``outputs``: option name -> directory)."""
+    for what, directory in outputs.items():
+        ownership.check_apart(directory, inputs, what)
+    named = list(outputs.items())
+    for (what, directory), (other, earlier) in itertools.combinations(named, 2):
+        a, b = Path(directory).resolve(), Path(earlier).resolve()
+        if a == b or a in b.parents or b in a.parents:
+            raise UserError(
+                f"{what} {directory} overlaps {other} {earlier}: give separate "
+                "directories",
+                status=2,
+            )
+    for what, directory in named:  # refuses a user's directory, removes nothing
+        ownership.claim_dir(directory, TOOL, what)
+    for what, directory in named:  # the last run's output: replaced whole
+        ownership.remove_owned(directory, TOOL)
+        ownership.claim_dir(directory, TOOL, what)
+
+
 def holdout(
     train_dir: Path,
     out_train: Path,
@@ -163,6 +333,7 @@ def holdout(
     """Split ``train_dir`` by speaker: ``n_speakers`` drawn at random go to
     ``out_valid`` with a balanced trial list of about ``n_trials``; the rest to
     ``out_train``."""
+    train_dir = Path(train_dir)
     speakers = _speakers(train_dir)
     if n_speakers < 2 or len(speakers) - n_speakers < 2:
         raise DataDirError(
@@ -170,52 +341,74 @@ def holdout(
             "validation speakers and keep 2 or more for training (need >= 2 on each "
             "side)"
         )
+    wavs = read_map(train_dir / "wav.scp")
+    _fresh_outputs({"out_train": out_train, "out_valid": out_valid}, [train_dir])
     rng = np.random.default_rng(seed)
     held = set(rng.choice(sorted(speakers), n_speakers, replace=False).tolist())
-    wavs = read_map(train_dir / "wav.scp")
     write_speaker_dir(
-        out_train, {s: u for s, u in speakers.items() if s not in held}, wavs
+        Path(out_train), {s: u for s, u in speakers.items() if s not in held}, wavs
     )
     valid = {s: u for s, u in speakers.items() if s in held}
-    write_speaker_dir(out_valid, valid, wavs)
-    write_trials(out_valid, make_trials(valid, n_trials // 2, 1.0, rng), wavs)
+    write_speaker_dir(Path(out_valid), valid, wavs)
+    write_trials(Path(out_valid), make_trials(valid, n_trials // 2, 1.0, rng), wavs)
 
 
 def cohort_list(train_dir: Path, out: Path, per_speaker: int) -> None:
     """A trial-style directory listing up to ``per_speaker`` utterances of every
     training speaker (key ``u*u``: ESPnet's extraction embeds each utterance once),
     with their utt2spk."""
+    train_dir, out = Path(train_dir), Path(out)
     speakers = _speakers(train_dir)
     wavs = read_map(train_dir / "wav.scp")
     chosen = {s: sorted(u)[:per_speaker] for s, u in speakers.items()}
-    out.mkdir(parents=True, exist_ok=True)
+    _fresh_outputs({"out": out}, [train_dir])
     write_trials(out, [(u, u, 1) for us in chosen.values() for u in us], wavs)
     write_lines(out / "utt2spk", [f"{u} {s}" for s, us in chosen.items() for u in us])
 
 
-def _num_samples(paths: Iterable[str]) -> Dict[str, int]:
-    return {p: soundfile.info(p).frames for p in paths}
-
-
 def write_shape_file(scp: Path, out: Path) -> None:
-    """``<key> <num_samples>`` for every entry of a wav.scp-like file."""
-    entries = read_map(Path(scp))
-    lengths = _num_samples(sorted(set(entries.values())))
-    Path(out).write_text("".join(f"{k} {lengths[p]}\n" for k, p in entries.items()))
+    """``<key> <num_samples>`` for every entry of a wav.scp-like file (written
+    outside the list's directory: a tool never writes into its input)."""
+    scp = Path(scp)
+    ownership.check_apart(out, [scp.parent], "the shape file")
+    entries = read_entries(scp)
+    lengths: Dict[str, int] = {}
+    for n, path in entries.values():
+        if path not in lengths:
+            lengths[path] = _audio_info(path, f"{scp}:{n}").frames
+    write_lines(out, [f"{k} {lengths[p]}" for k, (_, p) in entries.items()])
 
 
 def copy_dir(src: Path, dst: Path) -> None:
-    """The plain files of ``src`` into a fresh ``dst`` (``src`` is only read)."""
-    if dst.exists():
-        shutil.rmtree(dst)
-    dst.mkdir(parents=True)
-    for f in Path(src).iterdir():
-        if f.is_file():
-            shutil.copyfile(f, dst / f.name)
+    """The plain files of ``src`` (not its ownership marker) into a fresh ``dst``;
+    ``src`` is only read."""
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise DataDirError(f"{src}: no such directory")
+    _fresh_outputs({"dst": dst}, [src])
+    for f in sorted(src.iterdir()):
+        if f.is_file() and f.name != ownership.MARKER:
+            atomic.copy_file(f, dst / f.name)
 
 
+def _at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"  # argparse names the type in its error
+    return parse
+
+
+@exits_cleanly(TOOL)
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Kaldi-style data directory tools")
+    parser = argparse.ArgumentParser(
+        prog=TOOL, description="Kaldi-style data directory tools"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="check a Kaldi-style directory")
     check.add_argument("kind", choices=sorted(REQUIRED))
@@ -235,13 +428,13 @@ def main(argv=None) -> None:
     hold.add_argument("train_dir", type=Path)
     hold.add_argument("out_train", type=Path)
     hold.add_argument("out_valid", type=Path)
-    hold.add_argument("--n_speakers", type=int, required=True)
-    hold.add_argument("--n_trials", type=int, default=600)
-    hold.add_argument("--seed", type=int, default=0)
+    hold.add_argument("--n_speakers", type=_at_least(2), required=True)
+    hold.add_argument("--n_trials", type=_at_least(2), default=600)
+    hold.add_argument("--seed", type=_at_least(0), default=0)
     cohort = sub.add_parser("cohort", help="trial-style list of training utterances")
     cohort.add_argument("train_dir", type=Path)
     cohort.add_argument("out", type=Path)
-    cohort.add_argument("--per_speaker", type=int, default=3)
+    cohort.add_argument("--per_speaker", type=_at_least(1), default=3)
     args = parser.parse_args(argv)
     try:
         if args.command == "check":
@@ -251,7 +444,7 @@ def main(argv=None) -> None:
         elif args.command == "copy":
             copy_dir(args.src, args.dst)
             if args.kind == "train":
-                shutil.copyfile(args.dst / "spk2utt", args.dst / "category2utt")
+                atomic.copy_file(args.dst / "spk2utt", args.dst / "category2utt")
         elif args.command == "holdout":
             holdout(
                 args.train_dir,
@@ -263,9 +456,8 @@ def main(argv=None) -> None:
             )
         else:
             cohort_list(args.train_dir, args.out, args.per_speaker)
-    except DataDirError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        sys.exit(1)
+    except OSError as err:  # an output that cannot be written: say which, no traceback
+        raise UserError(str(err)) from err
 
 
 if __name__ == "__main__":

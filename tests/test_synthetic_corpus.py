@@ -1,5 +1,7 @@
 """The built-in corpus generator and the data-directory checks."""
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from espnet_plugin_intertopk.recipe.kaldi_data import (
     check_data_dir,
     read_map,
 )
+from espnet_plugin_intertopk.safe_io import ownership
 
 from conftest import SMALL, digest
 
@@ -94,8 +97,12 @@ def test_cli_reuses_a_corpus_only_for_the_same_settings(tmp_path, capsys):
     assert digest(out) == before
     assert "label_noise" not in (out / ".done").read_text()  # as before the option
     for change in (dict(seed=8), dict(n_train_speakers=5), dict(label_noise=0.1)):
-        with pytest.raises(SystemExit, match="other settings.*" + next(iter(change))):
+        with pytest.raises(SystemExit) as refused:
             synthetic_corpus.main(_cli_args(out, **change))
+        assert refused.value.code == 2
+        assert re.search(
+            "other settings.*" + next(iter(change)), capsys.readouterr().err
+        )
         assert digest(out) == before
     synthetic_corpus.main(_cli_args(out, seed=8) + ["--force"])
     assert digest(out) != before
@@ -162,3 +169,82 @@ def test_label_noise_relabels_a_fraction_and_records_the_truth(small_corpus, tmp
         k: v for k, v in digest(small_corpus).items() if k.split("/")[0] in same
     }
     assert "noise_truth" not in {p.name for p in (noisy / "train").iterdir()}
+
+
+def _refused(argv, capsys):
+    """The stderr of a command line that must exit 2."""
+    with pytest.raises(SystemExit) as refused:
+        synthetic_corpus.main(argv)
+    assert refused.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("label_noise", "2"),
+        ("label_noise", "nan"),
+        ("n_train_speakers", "-1"),
+        ("n_valid_speakers", "1"),
+        ("utts_per_speaker", "0"),
+        ("test_utts_per_speaker", "1"),
+        ("n_valid_trials", "1"),
+        ("min_duration", "0"),
+        ("max_duration", "0.4"),  # below min_duration 0.5
+        ("max_duration", "inf"),
+        ("test_nontarget_ratio", "0"),
+        ("seed", "-1"),
+        ("seed", "one"),
+    ],
+)
+def test_a_bad_setting_is_refused_before_the_disk_is_touched(
+    tmp_path, capsys, option, value
+):
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    for out in (users, tmp_path / "new"):
+        err = _refused(_cli_args(out) + [f"--{option}", value, "--force"], capsys)
+        assert "usage: synthetic_corpus" in err and f"--{option}" in err
+        assert "Traceback" not in err
+    assert [p.name for p in users.iterdir()] == ["notes.txt"]
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_directory_it_did_not_make_is_refused_even_with_force(tmp_path, capsys):
+    users = tmp_path / "users"
+    (users / "sub").mkdir(parents=True)
+    (users / "sub" / "notes.txt").write_text("mine")
+    for extra in ([], ["--force"]):
+        err = _refused(_cli_args(users) + extra, capsys)
+        assert err.count("\n") == 1 and "was not made by synthetic_corpus" in err
+    assert (users / "sub" / "notes.txt").read_text() == "mine"
+    # Another tool's output is not this tool's either.
+    theirs = tmp_path / "theirs"
+    ownership.claim_dir(theirs, "kaldi_data", "x")
+    (theirs / "wav.scp").write_text("u a.wav\n")
+    assert "made by kaldi_data" in _refused(_cli_args(theirs, seed=9), capsys)
+    assert (theirs / "wav.scp").is_file()
+
+
+def test_an_interrupted_generation_is_redone(small_corpus, tmp_path, monkeypatch):
+    out = tmp_path / "corpus"
+    synthesize = synthetic_corpus.synthesize
+    calls = []
+
+    def killed_midway(*args):
+        calls.append(1)
+        if len(calls) > 5:
+            raise KeyboardInterrupt  # as a kill would leave it: some audio, no lists
+        return synthesize(*args)
+
+    monkeypatch.setattr(synthetic_corpus, "synthesize", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic_corpus.main(_cli_args(out))
+    assert not (out / ".done").exists() and len(list((out / "wav").iterdir())) == 5
+    monkeypatch.setattr(synthetic_corpus, "synthesize", synthesize)
+    synthetic_corpus.main(_cli_args(out))
+    redone = digest(out)
+    assert json.loads((out / ".done").read_text())["seed"] == 7
+    assert redone.pop(".done") and redone.pop(ownership.MARKER)
+    assert redone == digest(small_corpus)  # the same corpus as one uninterrupted run

@@ -19,13 +19,18 @@ category iterator) and ``utt2num_samples``; ``valid/`` and ``test/`` also with
 ``trial.scp``, ``trial2.scp``, ``trial_label``. Audio is 16 kHz 16-bit PCM under
 ``<out>/wav``. The same settings give byte-identical files; ``.done`` records the
 settings, and the command line refuses to reuse a directory made with other ones.
+
+The command line checks every setting before it touches the disk, and removes or
+regenerates a directory only when it made it: ``.done`` (a finished corpus) or safe_io's
+ownership marker (written first, so an interrupted generation is redone) proves it; any
+other non-empty directory is refused.
 """
 
 import argparse
 import inspect
 import json
+import math
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -41,8 +46,25 @@ from espnet_plugin_intertopk.recipe.kaldi_data import (
     write_speaker_dir,
     write_trials,
 )
+from espnet_plugin_intertopk.safe_io import atomic, ownership
+from espnet_plugin_intertopk.safe_io.errors import UserError, exits_cleanly
 
 SAMPLE_RATE = 16000
+TOOL = "synthetic_corpus"
+# The least each setting may be for usable lists: training needs 2 classes; trials
+# need 2 speakers (non-target pairs) with 2 utterances each (target pairs), and the
+# validation list one trial of each kind; a phone lasts about 0.1 s.
+MINIMUM = {
+    "n_train_speakers": 2,
+    "n_valid_speakers": 2,
+    "n_test_speakers": 2,
+    "utts_per_speaker": 1,
+    "valid_utts_per_speaker": 2,
+    "test_utts_per_speaker": 2,
+    "n_valid_trials": 2,
+    "min_duration": 0.1,
+    "seed": 0,
+}
 
 # Average adult formants (Hz) of a few vowels: F1, F2, F3, F4.
 VOWELS = np.array(
@@ -208,8 +230,7 @@ def generate(
     (``<utt> <true speaker> <given speaker>``) next to ``train/``, which training never
     reads. Audio, validation and test sets are those of the same seed without noise.
     """
-    if not 0.0 <= label_noise < 1.0:
-        raise ValueError(f"label_noise must be in [0, 1), got {label_noise}")
+    check_settings({k: v for k, v in locals().items() if k != "out"})
     out = Path(out)
     wav_dir = (out / "wav").resolve()
     wav_dir.mkdir(parents=True, exist_ok=True)
@@ -290,6 +311,36 @@ def _relabel(
     return relabelled
 
 
+def check_settings(settings: Dict[str, object]) -> None:
+    """Raise UserError (status 2) naming the first setting that cannot give a usable
+    corpus."""
+    for name, value in settings.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"--{name} {value}: must be a finite number", status=2)
+        if name in MINIMUM and not value >= MINIMUM[name]:
+            raise UserError(
+                f"--{name} {value}: must be at least {MINIMUM[name]}", status=2
+            )
+    if not settings["max_duration"] >= settings["min_duration"]:
+        raise UserError(
+            f"--max_duration {settings['max_duration']}: must be at least "
+            f"--min_duration {settings['min_duration']}",
+            status=2,
+        )
+    if not 0.0 < settings["test_nontarget_ratio"]:
+        raise UserError(
+            f"--test_nontarget_ratio {settings['test_nontarget_ratio']}: must be "
+            "above 0",
+            status=2,
+        )
+    if not 0.0 <= settings["label_noise"] < 1.0:
+        raise UserError(
+            f"--label_noise {settings['label_noise']}: must be in [0, 1) (a fraction "
+            "of the training utterances)",
+            status=2,
+        )
+
+
 def settings_of(args: argparse.Namespace) -> Dict[str, object]:
     out = {k: v for k, v in sorted(vars(args).items()) if k not in ("out", "force")}
     if out.get("label_noise") == 0.0:
@@ -297,8 +348,28 @@ def settings_of(args: argparse.Namespace) -> Dict[str, object]:
     return out
 
 
+def _made_here(out: Path) -> bool:
+    """Whether ``out`` is a corpus of this tool's, finished or interrupted."""
+    return (out / ".done").is_file() or ownership.made_by(out) == TOOL
+
+
+def _settings_in(marker: Path) -> Dict[str, object]:
+    try:
+        have = json.loads(marker.read_text())
+    except ValueError:
+        have = None
+    if not isinstance(have, dict):
+        raise UserError(
+            f"{marker} is damaged: give another directory, or --force to regenerate "
+            "the corpus in place",
+            status=2,
+        )
+    return have
+
+
+@exits_cleanly(TOOL)
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=TOOL, description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, help="output directory")
     defaults = inspect.signature(generate).parameters
     for name, param in defaults.items():
@@ -308,23 +379,36 @@ def main(argv=None) -> None:
             )
     parser.add_argument("--force", action="store_true", help="regenerate even if done")
     args = parser.parse_args(argv)
+    try:
+        check_settings(
+            {k: v for k, v in vars(args).items() if k not in ("out", "force")}
+        )
+    except UserError as err:
+        parser.error(str(err))
     marker = args.out / ".done"
     wanted = settings_of(args)
-    if marker.exists() and not args.force:
-        have = json.loads(marker.read_text())
+    if marker.is_file() and not args.force:
+        have = _settings_in(marker)
         if have == wanted:
             print(f"{args.out}: corpus already generated with these settings, skipping")
             return
         diff = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
-        sys.exit(
+        raise UserError(
             f"{args.out} holds a corpus generated with other settings "
             f"(setting: (there, asked)) {diff}; give another directory, or --force "
-            "to regenerate it in place"
+            "to regenerate it in place",
+            status=2,
         )
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    generate(args.out, **wanted)
-    marker.write_text(json.dumps(wanted, sort_keys=True) + "\n")
+    try:
+        if _made_here(args.out):
+            # A finished corpus asked to be regenerated, or an interrupted one.
+            print(f"{args.out}: regenerating the corpus this tool made there")
+            shutil.rmtree(args.out)
+        ownership.claim_dir(args.out, TOOL, "the corpus directory")
+        generate(args.out, **wanted)
+        atomic.write_text(marker, json.dumps(wanted, sort_keys=True) + "\n")
+    except OSError as err:  # e.g. a directory that cannot be written: no traceback
+        raise UserError(str(err)) from err
 
 
 if __name__ == "__main__":

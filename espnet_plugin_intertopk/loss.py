@@ -1,13 +1,16 @@
 """Sub-center additive angular margin loss with inter-top-k hard-negative penalty."""
 
+import functools
+import inspect
 import math
-from typing import Optional, Tuple, Union
+import typing
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from espnet2.spk.loss.abs_loss import AbsLoss
-from typeguard import typechecked
+from typeguard import TypeCheckError, check_type
 
 from espnet_plugin_intertopk.distributed.checkpoint import (
     ShardedWeight,
@@ -37,6 +40,73 @@ def check_margin(name: str, value: float) -> None:
     """ValueError naming ``name`` unless ``value`` is a finite angle in [0, pi/2)."""
     if not (math.isfinite(value) and 0.0 <= value < math.pi / 2):
         raise ValueError(f"{name} must be finite and in [0, pi/2), got {value}")
+
+
+def effective_mp(mp: float, margin: float) -> float:
+    """The hard-negative margin at ``margin``: ``mp`` scaled by margin / 0.2 (0 for
+    margins of at most 0.001, as in the reference)."""
+    return mp * margin / MP_REFERENCE_MARGIN if margin > 0.001 else 0.0
+
+
+def check_hard_negative_margin(mp: float, margin: float) -> None:
+    """ValueError naming mp and margin unless mp_eff = mp * margin / 0.2 < pi/2.
+
+    The hard-negative logit cos(theta - mp_eff) is largest (1) for a wrong class at
+    angle mp_eff from the embedding, and for classes closer than that it grows as they
+    move away (d logit / d cos = sin(theta - mp_eff) / sin(theta) < 0), so the
+    penalty pulls the embedding towards them. Below pi/2 that happens only for classes
+    the embedding resembles (cos > 0), the hard negatives the penalty is for; at
+    pi/2 or more, a class orthogonal to or pointing away from the embedding would get
+    the largest logit of all, above any target logit cos(theta + m) < 1. The bound is
+    the one the margin itself has, checked wherever mp or the margin is set (the
+    constructor and ``update``, which margin schedulers call).
+    """
+    mp_eff = effective_mp(mp, margin)
+    if not mp_eff < math.pi / 2:
+        raise ValueError(
+            f"mp={mp} at margin={margin} gives a hard-negative margin mp * margin / "
+            f"0.2 = {mp_eff:.4g} rad; it must be < pi/2 (1.571): lower mp or margin"
+        )
+
+
+def _describe(annotation) -> str:
+    """'int', 'float or None', ... for a constructor annotation."""
+    args = typing.get_args(annotation)
+    if args:  # Optional[X]
+        return " or ".join("None" if a is type(None) else a.__name__ for a in args)
+    return annotation.__name__
+
+
+def arguments_checked(init: Callable) -> Callable:
+    """typeguard's ``@typechecked`` for a constructor, with a ValueError naming the
+    argument instead of its TypeCheckError (the loss promises ValueErrors for every
+    bad argument), and bool refused where a number is annotated: YAML's ``true`` is
+    not K = 1."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError as err:
+            raise ValueError(f"{type(self).__name__}: {err}") from None
+        for name, value in bound.arguments.items():
+            annotation = signature.parameters[name].annotation
+            if name == "self" or annotation is inspect.Parameter.empty:
+                continue
+            numeric = {int, float} & {annotation, *typing.get_args(annotation)}
+            try:
+                if isinstance(value, bool) and numeric:
+                    raise TypeCheckError("is a bool")
+                check_type(value, annotation)
+            except TypeCheckError:
+                raise ValueError(
+                    f"{name} must be {_describe(annotation)}, got {value!r} "
+                    f"({type(value).__name__})"
+                ) from None
+        return init(self, *args, **kwargs)
+
+    return wrapper
 
 
 @register_loss("aamsoftmax_sc_topk")
@@ -95,7 +165,7 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
             weight. Without a process group, or with one rank: the ordinary loss.
     """
 
-    @typechecked
+    @arguments_checked
     def __init__(
         self,
         nout: int,
@@ -127,6 +197,8 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
         check_margin("mp", mp)
         if do_lm:
             mp, k_top = 0.0, 0
+        # Before the weight is allocated; update() checks the later margins.
+        check_hard_negative_margin(mp, margin)
         if not 0 <= k_top < nclasses:
             raise ValueError(f"k_top must be in [0, nclasses={nclasses}), got {k_top}")
         if class_chunk_size is not None and class_chunk_size < 1:
@@ -193,15 +265,21 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
         return self.shard.start, self.shard.end
 
     def update(self, margin: float = 0.2) -> None:
-        """Set the margin and every constant that depends on it (mp_eff included)."""
+        """Set the margin and every constant that depends on it (mp_eff included).
+
+        Raises:
+            ValueError: the margin is not in [0, pi/2), or mp_eff would reach pi/2
+                (see :func:`check_hard_negative_margin`).
+        """
         check_margin("margin", float(margin))
+        check_hard_negative_margin(self.mp, float(margin))
         self.margin = self.m = float(margin)
         self.cos_m = math.cos(margin)
         self.sin_m = math.sin(margin)
         self.th = math.cos(math.pi - margin)
         self.mm = math.sin(math.pi - margin) * margin
         self.mmm = 1.0 + math.cos(math.pi - margin)
-        self.mp_eff = self.mp * margin / MP_REFERENCE_MARGIN if margin > 0.001 else 0.0
+        self.mp_eff = effective_mp(self.mp, margin)
         self.cos_mp = math.cos(self.mp_eff)
         self.sin_mp = math.sin(self.mp_eff)
 

@@ -216,6 +216,19 @@ def test_half_precision_keeps_float32_angles(dtype):
         (dict(mp=-0.01), "mp"),
         (dict(mp=2.0), "mp"),
         (dict(class_chunk_size=0), "class_chunk_size"),
+        # Types (YAML gives strings and booleans): ValueErrors, not typeguard's.
+        (dict(K="3"), "K must be int, got '3' \\(str\\)"),
+        (dict(K=True), "K must be int, got True \\(bool\\)"),
+        (dict(nclasses=10.0), "nclasses must be int"),
+        (dict(scale="32"), "scale must be float"),
+        (dict(margin=False), "margin must be float"),
+        (dict(easy_margin="yes"), "easy_margin must be bool"),
+        (dict(class_chunk_size=True), "class_chunk_size must be int or None"),
+        (dict(check_values=1), "check_values must be bool or None"),
+        (dict(bogus=1), "unexpected keyword argument 'bogus'"),
+        # The hard-negative margin mp * margin / 0.2 reaches pi/2.
+        (dict(mp=1.5, margin=1.4), "hard-negative margin .* = 10.5 rad"),
+        (dict(mp=0.63, margin=0.5), "must be < pi/2"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, name):
@@ -225,9 +238,74 @@ def test_bad_constructor_arguments(kwargs, name):
         PluginLoss(**args)
 
 
+def test_hard_negative_margin_just_below_the_bound_and_with_do_lm():
+    assert PluginLoss(4, 10, mp=0.62, margin=0.5).mp_eff == pytest.approx(1.55)
+    # Large-margin fine-tuning has no hard-negative margin, whatever mp says.
+    assert PluginLoss(4, 10, mp=1.5, margin=1.4, do_lm=True).mp_eff == 0.0
+
+
 def test_update_rejects_bad_margin():
     with pytest.raises(ValueError, match="margin"):
         PluginLoss(4, 10).update(-0.5)
+
+
+def test_update_rejects_a_margin_that_breaks_the_hard_negative_bound():
+    """A margin scheduler calls update(): a margin at which mp_eff would reach pi/2
+    is refused, and the loss keeps its previous margin."""
+    loss = PluginLoss(4, 10, margin=0.2, mp=0.3)
+    loss.update(1.0)  # mp_eff 1.5 rad
+    with pytest.raises(ValueError, match="mp=0.3 at margin=1.1 .* 1.65 rad"):
+        loss.update(1.1)
+    assert loss.margin == 1.0 and loss.mp_eff == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+@pytest.mark.parametrize("k_top", [0, 2])
+def test_target_beyond_the_threshold_takes_the_linear_branch(chunk, k_top):
+    """theta + m > pi (non-easy margin): the target logit is cos - (1 + cos(pi - m))
+    instead of cos(theta + m). Random inputs never get there; here the target's
+    sub-centers point away from the embedding."""
+    margin, scale = 0.5, 10.0
+    loss = PluginLoss(
+        3, 4, K=2, k_top=k_top, margin=margin, scale=scale, class_chunk_size=chunk
+    )
+    with torch.no_grad():
+        # Class c, sub-center k: row 2c + k. Row 0 of x is e1 and of class 0, whose
+        # sub-centers are at cos -0.98 and about -0.995 from it.
+        loss.weight.copy_(
+            torch.tensor(
+                [[-0.98, 0.199, 0.0], [-1.0, 0.0, 0.1],
+                 [0.6, 0.8, 0.0], [0.0, 1.0, 0.0],
+                 [0.3, 0.0, 0.9], [0.0, 0.0, 1.0],
+                 [0.8, -0.6, 0.0], [0.1, 0.2, 0.3]]
+            )
+        )  # fmt: skip
+    x = torch.tensor([[1.0, 0.0, 0.0], [0.2, 0.9, 0.1]])
+    y = torch.tensor([0, 1])
+    cos = F.normalize(x, dim=1) @ F.normalize(loss.weight.detach(), dim=1).T
+    cos = cos.view(2, 4, 2).amax(2).double()
+    th = math.cos(math.pi - margin)
+    assert cos[0, 0] < th < cos[1, 1]  # row 0 beyond the threshold, row 1 not
+    got, gx, gw = loss_and_grads(loss, x, y)
+    cfg = dict(nclasses=4, K=2, scale=scale, margin=margin, easy_margin=False)
+    ref = reference_of(loss, cfg, x, y)
+    for g, r in zip((got, gx, gw), ref):
+        assert rel_err(g, r) < RTOL
+    if k_top == 0:
+        # By hand, per row: target logit cos - (1 + th) on row 0 (the branch),
+        # cos(theta + m) on row 1; the other logits are the plain cosines.
+        rows = []
+        for b, target in ((0, cos[0, 0] - (1 + th)),
+                          (1, math.cos(math.acos(cos[1, 1]) + margin))):  # fmt: skip
+            z = scale * cos[b].clone()
+            z[y[b]] = scale * target
+            rows.append(torch.logsumexp(z, 0) - z[y[b]])
+        assert float(got) == pytest.approx(float(sum(rows) / 2), rel=1e-6)
+        # cos(theta + m) on row 0 would give a different loss: the branch was taken.
+        z = scale * cos[0].clone()
+        z[0] = scale * math.cos(math.acos(cos[0, 0]) + margin)
+        other = (torch.logsumexp(z, 0) - z[0] + rows[1]) / 2
+        assert abs(float(other) - float(got)) > 0.1
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,47 @@ if [ -z "${python}" ]; then
     venv="$(cd ../../.. && pwd)/.venv/bin/python"
     if [ -x "${venv}" ]; then python="${venv}"; else python=python3; fi
 fi
+
+# Every option is checked before any stage runs: a bad one gets one line and exit 1.
+bad_option() { echo "$0: $*" >&2; exit 1; }
+for name in stage stop_stage ngpu train_seed extract_num_eval top_n \
+        cohort_utts_per_speaker bootstrap n_train_speakers n_valid_speakers \
+        n_test_speakers utts_per_speaker valid_utts_per_speaker test_utts_per_speaker \
+        n_valid_trials seed; do
+    [[ "${!name}" =~ ^[0-9]+$ ]] || bad_option "--${name} '${!name}': must be a non-negative integer"
+done
+for name in lm_margin extract_duration clean_threshold label_noise test_nontarget_ratio; do
+    [[ "${!name}" =~ ^[0-9]+([.][0-9]+)?$ ]] \
+        || bad_option "--${name} '${!name}': must be a non-negative number (e.g. 0.5)"
+done
+[[ "${score_seeds}" =~ ^[0-9\ ]*$ ]] \
+    || bad_option "--score_seeds '${score_seeds}': must be integers separated by spaces"
+for name in use_lm floor; do
+    case "${!name}" in true|false) ;; *) bad_option "--${name} '${!name}': must be true or false" ;; esac
+done
+case "${loss}" in
+    aamsoftmax_sc_topk|aamsoftmax_sc_topk_espnet|aamsoftmax) ;;
+    *) bad_option "--loss '${loss}': must be aamsoftmax_sc_topk, aamsoftmax_sc_topk_espnet or aamsoftmax" ;;
+esac
+case "${score_norm}" in asnorm|none) ;; *) bad_option "--score_norm '${score_norm}': must be asnorm or none" ;; esac
+case "${clean_init}" in
+    scratch|collapsed|both) ;;
+    *) bad_option "--clean_init '${clean_init}': must be scratch, collapsed or both" ;;
+esac
+for name in train_dir valid_dir test_dir; do
+    if [ -n "${!name}" ] && [ ! -d "${!name}" ]; then
+        bad_option "--${name} ${!name}: no such directory (relative paths start at $(pwd))"
+    fi
+done
+configs=(train_config)
+if [ "${use_lm}" = true ]; then configs+=(lm_config); fi
+for name in "${configs[@]}"; do
+    if [ ! -f "${!name}" ]; then
+        bad_option "--${name} ${!name}: no such file (relative paths start at $(pwd))"
+    fi
+done
+command -v "${python%% *}" > /dev/null || bad_option "--python ${python}: no such program"
+
 suffix=
 if [ "${label_noise}" != 0 ]; then suffix="_noise${label_noise}"; fi
 data="${data:-data${suffix}}"
@@ -95,7 +136,6 @@ case "${loss}" in
         # margin 0.2, scale 32 won the validation sweep against margin 0.3, scale 30.
         loss_args=(--loss aamsoftmax --loss_conf "{margin: 0.2, scale: 32}" --margin_scheduler none)
         lm_loss_args=(--loss aamsoftmax --loss_conf "{margin: ${lm_margin}, scale: 32}" --margin_scheduler none) ;;
-    *) echo "$0: --loss must be aamsoftmax_sc_topk, aamsoftmax_sc_topk_espnet or aamsoftmax" >&2; exit 1 ;;
 esac
 name="${tag:-${loss}${suffix}}"
 lm_name="${lm_tag:-${name}_lm}"
@@ -168,10 +208,22 @@ fi
 
 # Embeddings of ${data}/$2 with the model in $1 into $1/embed/$2_embeddings.npz (ESPnet
 # writes partial files into its output directory, so each set gets its own first).
+# Its scratch directory embed_<set> carries safe_io's ownership marker (the name of
+# safe_io/ownership.py's MARKER) naming run.sh: only a directory with it is removed.
+marker=.made_by_espnet_plugin_intertopk
+remove_scratch() {
+    if [ -e "$1" ] && [ "$(cat "$1/${marker}" 2>/dev/null)" != run.sh ]; then
+        echo "$0: $1 was not made by run.sh (no ${marker} naming it): it is left" \
+             "untouched; move it away" >&2
+        return 1
+    fi
+    rm -rf "$1"
+}
 extract() {
     local m="$1" set="$2"
-    rm -rf "${m}/embed_${set}"
+    remove_scratch "${m}/embed_${set}" || return 1
     mkdir -p "${m}/embed" "${m}/embed_${set}"
+    echo run.sh > "${m}/embed_${set}/${marker}"
     ${python} -m espnet_plugin_intertopk.bin.spk_embed_extract \
         --spk_train_config "${m}/config.yaml" --spk_model_file "${m}/valid.eer.best.pth" \
         --output_dir "${m}/embed_${set}" --ngpu "${ngpu}" --num_eval "${extract_num_eval}" \
@@ -182,7 +234,7 @@ extract() {
         --shape_file "${dump}/${set}_shape" --fold_length 120000 \
         > "${m}/embed_${set}.log" 2>&1 || { tail -n 30 "${m}/embed_${set}.log"; return 1; }
     mv "${m}/embed_${set}/${set}_embeddings.npz" "${m}/embed/"
-    rm -rf "${m}/embed_${set}"
+    remove_scratch "${m}/embed_${set}"
 }
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
@@ -221,7 +273,6 @@ case "${clean_init}" in
     scratch) cleaned_names=("${name}_cleaned${clean_threshold}") ;;
     collapsed) cleaned_names=("${name}_cleaned${clean_threshold}_collapsed") ;;
     both) cleaned_names=("${name}_cleaned${clean_threshold}_collapsed" "${name}_cleaned${clean_threshold}") ;;
-    *) echo "$0: --clean_init must be scratch, collapsed or both" >&2; exit 1 ;;
 esac
 clean_results="${clean_results:-RESULTS_${name}_cleaned${clean_threshold}.md}"
 # Precision and recall over these thresholds where the corpus knows its label noise.
@@ -232,14 +283,14 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
         "(threshold ${clean_threshold} deg) -> ${cleaning}"
     collapse=false
     if [ "${clean_init}" != scratch ]; then collapse=true; fi
-    rm -rf "${cleaning}"
-    mkdir -p "${cleaning}"
+    # The cleaning tool owns its output directory (what it may replace there is its
+    # call): the recipe removes nothing in it and logs beside it.
     ${python} -m espnet_plugin_intertopk.bin.spk_subcenter_clean \
         --spk_train_config "${exp}/config.yaml" --spk_model_file "${exp}/valid.eer.best.pth" \
         --data_dir "${data}/train" --output_dir "${cleaning}" --ngpu "${ngpu}" \
         --threshold_deg "${clean_threshold}" --collapse "${collapse}" \
-        > "${cleaning}/clean.log" 2>&1 || { tail -n 30 "${cleaning}/clean.log"; exit 1; }
-    grep "kept" "${cleaning}/clean.log" | sed 's/^.*INFO: //'
+        > "${cleaning}.log" 2>&1 || { tail -n 30 "${cleaning}.log"; exit 1; }
+    grep "kept" "${cleaning}.log" | sed 's/^.*INFO: //'
     ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape "${cleaning}/data/wav.scp" \
         "${cleaning}/train_shape"
     if [ -f "${corpus_dir}/noise_truth" ]; then

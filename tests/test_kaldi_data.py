@@ -344,3 +344,10 @@ def test_lists_are_replaced_whole(tmp_path):
         assert reader.read() == "a s1\nb s2\n"
     assert path.read_text() == "c s3\n"
     assert [p.name for p in tmp_path.iterdir()] == ["utt2spk"]
+
+
+def test_an_output_that_cannot_be_written_is_named(small_corpus, tmp_path, capsys):
+    out = tmp_path / "missing" / "train_shape"
+    status, err = _cli(["shape", small_corpus / "train" / "wav.scp", out], capsys)
+    assert status == 1 and err.count("\n") == 1
+    assert err.endswith(f"No such file or directory: '{out}'\n")  # not the temporary

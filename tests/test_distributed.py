@@ -12,6 +12,10 @@ import pytest
 import soundfile
 import torch
 from espnet2.bin.spk_inference import Speech2Embedding
+from espnet2.train.distributed_utils import DistributedOption
+
+from espnet_plugin_intertopk.train.loss_options import split_loss_options
+from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
 
 from conftest import (
     N_TRAIN_SPK,
@@ -20,6 +24,7 @@ from conftest import (
     run_python,
     train,
     train_command,
+    validation_stats,
 )
 
 pytestmark = pytest.mark.slow
@@ -88,6 +93,23 @@ def test_two_rank_cpu_training_with_torchrun_and_a_sharded_head(tiny_corpus, tmp
     assert moments[0][: K * half].abs().sum() > 0
     assert moments[0][K * half :].abs().sum() > 0
     torch.save(before, tmp_path / "two_ranks.pth")
+
+    # Validation across ranks (each embeds half the utterances, the embeddings are
+    # gathered) reports what one process validating the same model does.
+    one = IntertopkSpeakerTask.get_parser().parse_args(args[2:])
+    split_loss_options(one)
+    model, _ = IntertopkSpeakerTask.build_model_from_file(
+        exp / "config.yaml", exp / "1epoch.pth", "cpu"
+    )
+    factory = IntertopkSpeakerTask.build_iter_factory(
+        one, DistributedOption(distributed=False), "valid"
+    )
+    single = validation_stats(one, model, factory.build_iter(1))
+    two_ranks = checkpoint["reporter"]["stats"][1]["valid"]
+    n_trials = len((tiny_corpus / "valid" / "trial_label").read_text().splitlines())
+    assert single["n_trials"] == two_ranks["n_trials"] == n_trials
+    for key in ("eer", "mindcf", "trg_mean", "nontrg_mean", "nontrg_std"):
+        assert two_ranks[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
 
     # Resume on one process (the block becomes the whole weight): epoch 2 only.
     log = train(tiny_corpus, exp, *SCHEDULE, "--loss_conf", "shard_classes=true",

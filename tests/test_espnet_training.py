@@ -35,6 +35,7 @@ from conftest import (
 pytestmark = pytest.mark.slow
 # A plugin-only loss option: it must survive config.yaml and the resumption.
 PLUGIN_OPTION = ["--loss_conf", "check_values=true"]
+ESPNET_VALIDATION = ["--valid_unique_utterances", "false"]
 
 
 def build_args(corpus: Path, *extra: str):
@@ -70,8 +71,16 @@ def scheduled_runs(tiny_corpus, tmp_path_factory):
     log_whole, log_first = run_pythons(
         [
             train_command(tiny_corpus, whole, *SCHEDULE, "--max_epoch", "4"),
+            # ESPnet's own validation here, the plugin's in the other runs: the
+            # same models (the runs train alike) validated both ways.
             train_command(
-                tiny_corpus, split, *SCHEDULE, *PLUGIN_OPTION, "--max_epoch", "2"
+                tiny_corpus,
+                split,
+                *SCHEDULE,
+                *PLUGIN_OPTION,
+                *ESPNET_VALIDATION,
+                "--max_epoch",
+                "2",
             ),
         ]
     )
@@ -194,3 +203,22 @@ def test_large_margin_finetuning_starts_from_the_trained_model(
         build_args(tiny_corpus, *LM_ARGS)
     ).loss.weight.detach()
     assert (fresh - start).abs().max() > 1e-2
+
+
+def test_validation_equals_espnets_on_the_same_models(scheduled_runs, tiny_corpus):
+    """Epochs 1-2 of the split run were validated by ESPnet's SpkTrainer method, those
+    of the whole run by the plugin's (each utterance once); the models are the same
+    (see the resumption test), so every statistic ESPnet computes correctly agrees."""
+    espnet, plugin = (
+        reporter_stats(scheduled_runs["split"]),
+        reporter_stats(scheduled_runs["whole"]),
+    )
+    n_trials = len((tiny_corpus / "valid" / "trial_label").read_text().splitlines())
+    for epoch in (1, 2):
+        a, b = espnet[epoch]["valid"], plugin[epoch]["valid"]
+        assert a["n_trials"] == b["n_trials"] == n_trials
+        for key in ("eer", "mindcf", "trg_mean", "trg_std", "nontrg_std"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (epoch, key)
+        # ESPnet 202511 stores the non-target standard deviation as the mean too.
+        assert a["nontrg_mean"] == a["nontrg_std"]
+        assert b["nontrg_mean"] < 0 < b["nontrg_std"]

@@ -43,6 +43,8 @@ MAY_CHANGE = frozenset(
         "dist_launcher",
         # How the plugin's loss computes (kernels, checks), not what.
         "loss_plugin_conf",
+        # How validation loads its utterances, not what it computes.
+        "valid_unique_utterances",
     }
 )
 

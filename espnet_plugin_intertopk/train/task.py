@@ -1,11 +1,16 @@
 """The plugin's speaker task: ESPnet's SpeakerTask with a margin scheduler."""
 
 import argparse
+import dataclasses
+import logging
 from typing import Optional
 
 import torch
+from espnet2.iterators.sequence_iter_factory import SequenceIterFactory
 from espnet2.tasks.spk import SpeakerTask
+from espnet2.train.distributed_utils import DistributedOption
 from espnet2.utils.nested_dict_action import NestedDictAction
+from espnet2.utils.types import str2bool
 
 from espnet_plugin_intertopk.distributed.grad_norm import is_sharded
 from espnet_plugin_intertopk.train.loss_options import (
@@ -19,12 +24,14 @@ from espnet_plugin_intertopk.train.trainer import (
     MarginSchedulingSpkTrainer,
     build_margin_scheduler,
 )
+from espnet_plugin_intertopk.train.validation import UniqueUtteranceIterFactory
 
 
 class IntertopkSpeakerTask(SpeakerTask):
     """SpeakerTask + ``--margin_scheduler {constant,linear,exp}`` and its trainer, a
-    config.yaml that plain ESPnet can rebuild the model from, and a refusal to resume a
-    run whose settings or inputs changed."""
+    config.yaml that plain ESPnet can rebuild the model from, a refusal to resume a
+    run whose settings or inputs changed, and a validation that loads and embeds each
+    validation utterance once per epoch."""
 
     class_choices_list = SpeakerTask.class_choices_list + [margin_scheduler_choices]
     trainer = MarginSchedulingSpkTrainer
@@ -41,6 +48,14 @@ class IntertopkSpeakerTask(SpeakerTask):
             "return_accuracy, shard_classes). They may be given in --loss_conf too: "
             "the task moves them here, so that plain ESPnet can rebuild a trained "
             "model from its config.yaml.",
+        )
+        parser.add_argument(
+            "--valid_unique_utterances",
+            type=str2bool,
+            default=True,
+            help="Validation loads and embeds each unique utterance of the trial "
+            "list once per epoch (false: ESPnet's SpkTrainer validation, which loads "
+            "both sides of every trial twice). Same crops, scores and statistics.",
         )
 
     @classmethod
@@ -68,6 +83,36 @@ class IntertopkSpeakerTask(SpeakerTask):
                 model, sharded
             )
         return model
+
+    @classmethod
+    def build_iter_factory(
+        cls,
+        args: argparse.Namespace,
+        distributed_option: DistributedOption,
+        mode: str,
+        kwargs: Optional[dict] = None,
+    ):
+        if (
+            mode != "valid"
+            or getattr(args, "collect_stats", False)
+            or not getattr(args, "valid_unique_utterances", False)
+        ):
+            return super().build_iter_factory(args, distributed_option, mode, kwargs)
+        # Every rank gets the whole trial list; the utterances are split below.
+        one_process = dataclasses.replace(distributed_option, distributed=False)
+        factory = super().build_iter_factory(args, one_process, mode, kwargs)
+        if not isinstance(factory, SequenceIterFactory):
+            logging.warning(
+                f"--valid_unique_utterances needs valid_iterator_type sequence, not "
+                f"{type(factory).__name__}: validating with ESPnet's method"
+            )
+            return factory
+        if distributed_option.distributed:
+            rank = torch.distributed.get_rank()
+            world_size = torch.distributed.get_world_size()
+        else:
+            rank, world_size = 0, 1
+        return UniqueUtteranceIterFactory(factory, rank, world_size)
 
     @classmethod
     def main(cls, args: Optional[argparse.Namespace] = None, cmd=None):

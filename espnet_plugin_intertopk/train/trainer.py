@@ -23,6 +23,7 @@ from espnet_plugin_intertopk.train.margin_scheduler import (
     AbsMarginScheduler,
     margin_scheduler_choices,
 )
+from espnet_plugin_intertopk.train.validation import TrialValidation, validate_trials
 
 
 @dataclasses.dataclass
@@ -118,7 +119,8 @@ def _sharded_weights(model: torch.nn.Module):
 
 
 class MarginSchedulingSpkTrainer(SpkTrainer):
-    """SpkTrainer that drives a margin scheduler and validates on any device.
+    """SpkTrainer that drives a margin scheduler and validates on any device (each
+    validation utterance embedded once, see ``validation``).
 
     With a class-sharded loss it also clips by the gradient norm over all shards,
     makes the optimizers' checkpoints speak the full weight's shape, and after each
@@ -206,6 +208,9 @@ class MarginSchedulingSpkTrainer(SpkTrainer):
 
     @classmethod
     def validate_one_epoch(cls, model, iterator, reporter, options, distributed_option):
+        if isinstance(iterator, TrialValidation):
+            validate_trials(model, iterator, reporter, distributed_option.distributed)
+            return
         if distributed_option.distributed and options.ngpu == 0:
             device = next(unwrap_model(model).parameters()).device
             with _validation_on(device):

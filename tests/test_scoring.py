@@ -1,11 +1,15 @@
 """EER and minDCF (ESPnet's helpers, through the recipe's scoring) on score lists
-whose answers are worked out by hand."""
+whose answers are worked out by hand; the command line on hand-made embeddings (every
+row of its table known by construction) and its one-line refusals of bad input."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from espnet_plugin_intertopk.recipe import scoring
 from espnet_plugin_intertopk.recipe.scoring import error_rates
+from espnet_plugin_intertopk.safe_io import atomic
 
 
 def test_one_target_below_one_non_target():
@@ -114,72 +118,337 @@ def test_bootstrap_interval_covers_the_point_and_widens_with_fewer_speakers():
     assert widths[1] > widths[0]
 
 
-def test_results_of_two_models_over_two_seeds(tmp_path):
-    """scoring.main on generated embeddings: mean ± std rows equal the per-seed error
-    rates computed directly, paired rows for the second model, a floor row."""
-    rng = np.random.default_rng(4)
-    speakers = {f"s{i}": [f"s{i}u{j}" for j in range(4)] for i in range(6)}
-    utt2spk = {u: s for s, us in speakers.items() for u in us}
-    utts = sorted(utt2spk)
-    pairs = [(a, b) for i, a in enumerate(utts) for b in utts[i + 1 :]]
-    test = tmp_path / "test"
-    test.mkdir()
+# The command line on hand-made embeddings whose every cosine, AS-norm score, EER and
+# minDCF is known by construction.
+#
+# Unit vectors with axes 0-1 (a plane), 2 (a "hub" axis), 3 (an axis every utterance
+# has 0.2 of) and one private axis per utterance (only for the unit length, it adds
+# nothing to any cosine). An enrolment utterance is (0.6, 0, 0, 0.2); a test utterance
+# meant to score s against it is (p / 0.6, *, h, 0.2) with p = s - 0.04, so that the
+# cosine is 0.6 * p / 0.6 + 0.2 * 0.2 = s; h = 0.6 for a "hub", 0 otherwise.
+# The cohort has three speakers of one utterance each, along axis 3, axis 2 and minus
+# axis 3: an ordinary utterance scores (0.2, 0, -0.2) against them, a hub (0.2, 0.6,
+# -0.2). With --top_n 2 the mean and standard deviation of the two best are 0.1 and 0.1
+# for an ordinary utterance, 0.4 and 0.2 for a hub, so AS-norm turns a trial's cosine s
+# into 0.5 * ((s - 0.1) / 0.1 + (s - 0.1) / 0.1) = 10 s - 1, or with a hub on the test
+# side 0.5 * ((s - 0.1) / 0.1 + (s - 0.4) / 0.2) = 7.5 s - 1.5.
+#
+# Each system's trials: 4 target and 4 non-target scores against one enrolment
+# utterance, for each of two test speakers A and B with the same scores (the bootstrap
+# resamples speakers; any resample of two identical halves has the EER of one half,
+# so every interval is its point). With k of the 4 targets below k of the non-targets
+# and nothing else out of order, the EER is k / 4. At p_target 0.05 or 0.01 one false
+# alarm of 8 costs 0.95 / 8 / 0.05 > 1 (more than rejecting everything), so minDCF is
+# the share of targets below the highest non-target (or 1).
+SYSTEMS = {
+    # (model, seed): (target scores, non-target scores, index of the hub non-target)
+    # cosine: .15 below the hub's .21: EER 25, minDCF .25. AS-norm: the targets become
+    # 1.9 1.7 1.5 .5, the hub 7.5 * .21 - 1.5 = .075, the others 0 -.5 -1: EER 0.
+    ("a", 0): ((0.29, 0.27, 0.25, 0.15), (0.21, 0.10, 0.05, 0.00), 0),
+    # Separated, with and without AS-norm (10 s - 1 keeps the order): 0 everywhere.
+    ("a", 1): ((0.29, 0.27, 0.25, 0.20), (0.15, 0.10, 0.05, 0.00), None),
+    # .12 and .08 below .20 and .15: EER 50, minDCF .5, the same with AS-norm.
+    ("b", 0): ((0.29, 0.27, 0.12, 0.08), (0.20, 0.15, 0.05, 0.00), None),
+    # cosine: the hub's .30 above every target: EER 25 (reject up to .15: 1 miss of 4,
+    # 1 false alarm of 4), minDCF 1 (no threshold without a false alarm but rejecting
+    # everything). AS-norm: the hub becomes .75, above the target at .5 only: EER 25,
+    # minDCF .25.
+    ("b", 1): ((0.29, 0.27, 0.25, 0.15), (0.30, 0.10, 0.05, 0.00), 0),
+    # The floor: as ("b", 0), cosine only.
+    ("floor", 0): ((0.29, 0.27, 0.12, 0.08), (0.20, 0.15, 0.05, 0.00), None),
+}
+EXPECTED_MEANS = """\
+| a | cosine | 2 | 12.50 ± 17.68 | 0.1250 ± 0.1768 | 0.1250 ± 0.1768 |
+| a | asnorm | 2 | 0.00 ± 0.00 | 0.0000 ± 0.0000 | 0.0000 ± 0.0000 |
+| b | cosine | 2 | 37.50 ± 17.68 | 0.7500 ± 0.3536 | 0.7500 ± 0.3536 |
+| b | asnorm | 2 | 37.50 ± 17.68 | 0.3750 ± 0.1768 | 0.3750 ± 0.1768 |
+| untrained floor (MFCC mean+std) | cosine | 1 | 50.00 | 0.5000 | 0.5000 |
+"""  # std over the seeds: |x - y| / sqrt(2), e.g. 25 / 1.414 = 17.68
+EXPECTED_PAIRED = """\
+| a | b | cosine | -25.00 | [-25.00, -25.00] |
+| a | b | asnorm | -37.50 | [-37.50, -37.50] |
+"""  # per seed a - b: cosine 25 - 50 and 0 - 25; AS-norm 0 - 50 and 0 - 25
+EXPECTED_PER_SEED = """\
+| a | cosine | 0 | 25.00 | 0.2500 | 0.2500 |
+| a | cosine | 1 | 0.00 | 0.0000 | 0.0000 |
+| a | asnorm | 0 | 0.00 | 0.0000 | 0.0000 |
+| a | asnorm | 1 | 0.00 | 0.0000 | 0.0000 |
+| b | cosine | 0 | 50.00 | 0.5000 | 0.5000 |
+| b | cosine | 1 | 25.00 | 1.0000 | 1.0000 |
+| b | asnorm | 0 | 50.00 | 0.5000 | 0.5000 |
+| b | asnorm | 1 | 25.00 | 0.2500 | 0.2500 |
+| untrained floor (MFCC mean+std) | cosine | 0 | 50.00 | 0.5000 | 0.5000 |
+"""
+TRIALS = [  # (enrolment, test utterance, label) of each speaker
+    (f"{g}-e", f"{g}-{kind}{i}", int(kind == "t"))
+    for g in "AB"
+    for kind in "tn"
+    for i in range(4)
+]
+UTTS = sorted({u for a, b, _ in TRIALS for u in (a, b)})
+DIM = 4 + len(UTTS)
+
+
+def _vector(utt: str, score=None, hub=False) -> np.ndarray:
+    v = np.zeros(DIM)
+    if score is None:  # enrolment
+        v[0], v[3] = 0.6, 0.2
+    else:
+        x = (score - 0.04) / 0.6
+        v[:4] = [x, np.sqrt(0.36 - x * x), 0.6 if hub else 0.0, 0.2]
+    v[4 + UTTS.index(utt)] = np.sqrt(1.0 - v @ v)
+    return v
+
+
+def _embeddings(system) -> dict:
+    targets, non_targets, hub = SYSTEMS[system]
+    emb = {}
+    for a, b, label in TRIALS:
+        i = int(b[-1])
+        score = (targets if label else non_targets)[i]
+        emb[a] = _vector(a)
+        emb[b] = _vector(b, score, hub=not label and i == hub)
+    return emb
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    """The inputs of the hand-made systems; returns the command line (AS-norm,
+    --top_n 2, floor, appendix) and where the results go."""
+    test = tmp_path / "data" / "test"
+    test.mkdir(parents=True)
     (test / "trial_label").write_text(
-        "".join(f"{a}*{b} {int(utt2spk[a] == utt2spk[b])}\n" for a, b in pairs)
+        "".join(f"{a}*{b} {label}\n" for a, b, label in TRIALS)
     )
-    (test / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in utt2spk.items()))
-    cohort_spk = {f"c{i}u{j}": f"c{i}" for i in range(5) for j in range(2)}
-    (tmp_path / "cohort_utt2spk").write_text(
-        "".join(f"{u} {s}\n" for u, s in cohort_spk.items())
-    )
-    centres = {s: rng.standard_normal(16) for s in speakers}
-    direct = {}
-    for model, noise in (("a", 0.8), ("b", 1.5)):
-        for seed in (0, 1):
-            emb = {
-                u: centres[utt2spk[u]] + noise * rng.standard_normal(16) for u in utts
-            }
-            d = tmp_path / "exp" / model / f"seed{seed}" / "embed"
-            d.mkdir(parents=True)
-            np.savez(d / "test_embeddings.npz", **emb)
-            cohort = {u: rng.standard_normal(16) for u in cohort_spk}
-            np.savez(d / "cohort_embeddings.npz", **cohort)
-            unit = scoring.unit_embeddings(emb)
-            labels = np.array([int(utt2spk[a] == utt2spk[b]) for a, b in pairs])
-            direct[(model, seed)] = error_rates(
-                scoring.cosine_scores(unit, pairs), labels
-            )
-    floor = {u: rng.standard_normal(16) for u in utts}
-    np.savez(tmp_path / "floor.npz", **floor)
-    results = tmp_path / "RESULTS.md"
+    spk = {u: (f"o{u[-1]}" if "-n" in u else f"spk{u[0]}") for u in UTTS}
+    (test / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in spk.items()))
+    cohort = {"c1": np.eye(DIM)[3], "c2": np.eye(DIM)[2], "c3": -np.eye(DIM)[3]}
+    (tmp_path / "cohort_utt2spk").write_text("c1 C1\nc2 C2\nc3 C3\n")
+    for model, seed in [s for s in SYSTEMS if s[0] != "floor"]:
+        d = tmp_path / "exp" / model / f"seed{seed}" / "embed"
+        d.mkdir(parents=True)
+        np.savez(d / "test_embeddings.npz", **_embeddings((model, seed)))
+        np.savez(d / "cohort_embeddings.npz", **cohort)
+    np.savez(tmp_path / "floor.npz", **_embeddings(("floor", 0)))
     appendix = tmp_path / "flags.md"  # as the cleaning stage appends its evaluation
     appendix.write_text("### Flagged training utterances, seed 0\n\n| 55 | 3 |\n")
-    scoring.main(
-        ["--expdir", str(tmp_path / "exp"), "--models", "a b", "--seeds", "0 1",
-         "--test_dir", str(test), "--results", str(results), "--score_norm", "asnorm",
-         "--cohort_utt2spk", str(tmp_path / "cohort_utt2spk"), "--top_n", "3",
-         "--floor", str(tmp_path / "floor.npz"), "--bootstrap", "50",
-         "--append", str(appendix)]
-    )  # fmt: skip
-    text = results.read_text()
-    assert text.endswith("\n\n" + appendix.read_text())
-    rows = {
-        tuple(c.strip() for c in line.split("|")[1:3]): line
-        for line in text.split("## Paired")[0].splitlines()
-        if line.startswith("| ") and "±" in line
-    }
-    assert set(rows) == {
-        ("a", "cosine"),
-        ("a", "asnorm"),
-        ("b", "cosine"),
-        ("b", "asnorm"),
-    }
-    eers = [direct[("a", s)]["eer"] for s in (0, 1)]
-    want = f"{np.mean(eers):.2f} ± {np.std(eers, ddof=1):.2f}"
-    assert want in rows[("a", "cosine")]
-    assert "| a | b | cosine |" in text and "| a | b | asnorm |" in text
-    assert "| untrained floor (MFCC mean+std) | cosine | 1 |" in text
-    assert (
-        f"{len(pairs)} (36 target, {len(pairs) - 36} non-target) from 6 speakers"
-        in text
+    results = tmp_path / "RESULTS.md"
+    argv = ["--expdir", str(tmp_path / "exp"), "--models", "a b", "--seeds", "0 1",
+            "--test_dir", str(test), "--results", str(results), "--score_norm",
+            "asnorm", "--cohort_utt2spk", str(tmp_path / "cohort_utt2spk"),
+            "--top_n", "2", "--floor", str(tmp_path / "floor.npz"),
+            "--bootstrap", "20", "--append", str(appendix)]  # fmt: skip
+    return argv, results
+
+
+def test_the_hand_made_scores_are_what_they_were_made_to_be():
+    """The construction itself, trial by trial, in plain Python."""
+    for system, (targets, non_targets, hub) in SYSTEMS.items():
+        emb = _embeddings(system)
+        for a, b, label in TRIALS:
+            i = int(b[-1])
+            assert np.linalg.norm(emb[b]) == pytest.approx(1.0)
+            cosine = sum(x * y for x, y in zip(emb[a], emb[b]))
+            assert cosine == pytest.approx((targets if label else non_targets)[i])
+            on_hub = [emb[b][2] * 1.0, emb[b][3] * 1.0, -emb[b][3]]  # the cohort
+            assert sorted(on_hub)[1:] == pytest.approx(
+                [0.2, 0.6] if not label and i == hub else [0.0, 0.2]
+            )
+
+
+def _section(text: str, title: str) -> str:
+    part = text.split(f"## {title}", 1)[1].split("\n#", 1)[0]
+    return "".join(
+        line + "\n"
+        for line in part.splitlines()
+        if line.startswith("| ") and not line.startswith("| model")
     )
+
+
+def test_every_row_of_the_results_table(experiment):
+    argv, results = experiment
+    scoring.main(argv)
+    text = results.read_text()
+    assert _section(text, "Mean ± std over training seeds") == EXPECTED_MEANS
+    assert _section(text, "Paired EER differences") == EXPECTED_PAIRED
+    assert _section(text, "Per seed") == EXPECTED_PER_SEED
+    assert "- test trials: 16 (8 target, 8 non-target) from 6 speakers\n" in text
+    assert "AS-norm, top 2 of" in text and "- intervals: 20 bootstrap" in text
+    assert text.endswith("| 0.5000 | 0.5000 |\n\n### Flagged training utterances, "
+                         "seed 0\n\n| 55 | 3 |\n")  # fmt: skip
+
+
+def test_bootstrap_0_gives_the_differences_without_intervals(experiment):
+    argv, results = experiment
+    scoring.main(argv[:-4] + ["--bootstrap", "0"])
+    text = results.read_text()
+    assert _section(text, "Paired EER differences") == (
+        "| a | b | cosine | -25.00 | none |\n| a | b | asnorm | -37.50 | none |\n"
+    )
+    assert "- intervals: none (--bootstrap 0)\n" in text
+
+
+def test_a_failed_write_keeps_the_previous_results(experiment, monkeypatch):
+    argv, results = experiment
+    results.write_text("the previous results\n")
+
+    def power_cut(fd):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(atomic.os, "fsync", power_cut)
+    with pytest.raises(OSError, match="disk gone"):
+        scoring.main(argv)
+    assert results.read_text() == "the previous results\n"
+    assert [p.name for p in results.parent.iterdir() if p.name.startswith(".tmp")] == []
+
+
+def _edit_npz(path, **changes):
+    emb = dict(np.load(path))
+    for key, value in changes.items():
+        if value is None:
+            del emb[key]
+        else:
+            emb[key] = value
+    np.savez(path, **emb)
+
+
+def _replace(argv, option, value):
+    argv = list(argv)
+    if value is None:
+        i = argv.index(option)
+        del argv[i : i + 2]
+    else:
+        argv[argv.index(option) + 1] = value
+    return argv
+
+
+def _at(tmp, template):
+    return Path(template.format(tmp=tmp))
+
+
+EXP = "{tmp}/exp/b/seed1/embed/test_embeddings.npz"
+LABELS = "{tmp}/data/test/trial_label"
+BAD_INPUTS = {
+    # name: (change to the command line, change to the files, status, message)
+    "missing embedding": (
+        {}, lambda t: _edit_npz(_at(t, EXP), **{"A-t2": None}), 1,
+        f"trial A-e*A-t2 ({LABELS}:3): no embedding of A-t2 in {EXP} (model b, seed 1)",
+    ),
+    "missing embeddings file": (
+        {}, lambda t: (_at(t, EXP)).unlink(), 1,
+        f"{EXP}: no such file (model b, seed 1); extract its embeddings first",
+    ),
+    "NaN embedding": (
+        {}, lambda t: _edit_npz(_at(t, EXP), **{"B-n3": np.full(DIM, np.nan)}), 1,
+        f"{EXP}: the embedding of B-n3 has NaN or Inf (model b, seed 1)",
+    ),
+    "zero embedding": (
+        {}, lambda t: _edit_npz(_at(t, EXP), **{"B-n3": np.zeros(DIM)}), 1,
+        f"{EXP}: the embedding of B-n3 has zero length (model b, seed 1)",
+    ),
+    "embedding of another size": (
+        {}, lambda t: _edit_npz(_at(t, EXP), **{"B-n3": np.ones(3)}), 1,
+        f"{EXP}: embeddings of different sizes, A-e: {DIM}, B-n3: 3 (model b, seed 1)",
+    ),
+    "missing cohort embedding": (
+        {}, lambda t: _edit_npz(
+            t / "exp/a/seed0/embed/cohort_embeddings.npz", c2=None), 1,
+        "{tmp}/cohort_utt2spk: no embedding of c2 in "
+        "{tmp}/exp/a/seed0/embed/cohort_embeddings.npz (model a, seed 0)",
+    ),
+    "duplicate trial": (
+        {}, lambda t: (_at(t, LABELS)).write_text(
+            (_at(t, LABELS)).read_text() + "A-e*A-t1 0\n"), 1,
+        f"{LABELS}:17: trial A-e*A-t1 repeats the trial of line 2; list each "
+        "trial once",
+    ),
+    "duplicate trial, reversed": (
+        {}, lambda t: (_at(t, LABELS)).write_text(
+            (_at(t, LABELS)).read_text() + "A-t1*A-e 1\n"), 1,
+        f"{LABELS}:17: trial A-t1*A-e repeats the trial of line 2; list each "
+        "trial once",
+    ),
+    "trial key without *": (
+        {}, lambda t: (_at(t, LABELS)).write_text("A-e A-t1 1\n"), 1,
+        f"{LABELS}:1: expected '<uttA>*<uttB> <0|1>', got 'A-e A-t1 1'",
+    ),
+    "target trials only": (
+        {}, lambda t: (_at(t, LABELS)).write_text("A-e*A-t1 1\nA-e*A-t2 1\n"), 1,
+        f"{LABELS}: all 2 trials are target: EER and minDCF need both target (1) "
+        "and non-target (0) trials",
+    ),
+    "first utterance without a speaker": (
+        {}, lambda t: (t / "data/test/utt2spk").write_text("A-e spkA\n"), 1,
+        f"trial B-e*B-t0 ({LABELS}:9): B-e is not in {{tmp}}/data/test/utt2spk (the "
+        "bootstrap groups trials by the first utterance's speaker)",
+    ),
+    "top_n 1": (
+        {"--top_n": "1"}, None, 2,
+        "--top_n must be >= 2 (one score has no spread), got 1",
+    ),
+    "top_n -1": (
+        {"--top_n": "-1"}, None, 2,
+        "--top_n must be >= 2 (one score has no spread), got -1",
+    ),
+    "top_n above the cohort": (
+        {"--top_n": "4"}, None, 2,
+        "--top_n 4 is more than the 3 cohort speakers of {tmp}/cohort_utt2spk: give "
+        "at most 3",
+    ),
+    "asnorm without a cohort": (
+        {"--cohort_utt2spk": None}, None, 2,
+        "--score_norm asnorm needs --cohort_utt2spk (the cohort's speakers)",
+    ),
+    "no seeds": (
+        {"--seeds": ""}, None, 2, "--seeds '' names nothing: give one or more",
+    ),
+    "no models": (
+        {"--models": " "}, None, 2, "--models ' ' names nothing: give one or more",
+    ),
+    "a seed twice": ({"--seeds": "1 0 1"}, None, 2, "--seeds names 1 twice"),
+    "a seed that is no number": (
+        {"--seeds": "0 one"}, None, 2, "--seeds '0 one': seeds are integers",
+    ),
+    "bootstrap -1": (
+        {"--bootstrap": "-1"}, None, 2,
+        "--bootstrap must be >= 0 (0: no intervals), got -1",
+    ),
+    "missing floor": (
+        {"--floor": "{tmp}/nofloor.npz"}, None, 2,
+        "--floor {tmp}/nofloor.npz: no such file or directory",
+    ),
+    "results over an input": (
+        {"--results": LABELS}, None, 2,
+        f"--results {LABELS} overlaps the input {{tmp}}/data/test: a tool never writes "
+        "into its inputs; give an output path outside them",
+    ),
+    "results over the appendix": (
+        {"--results": "{tmp}/flags.md"}, None, 2,
+        "--results {tmp}/flags.md overlaps the input {tmp}/flags.md: a tool never "
+        "writes into its inputs; give an output path outside them",
+    ),
+    "results in a missing directory": (
+        {"--results": "{tmp}/nowhere/R.md"}, None, 2,
+        "--results {tmp}/nowhere/R.md: directory {tmp}/nowhere does not exist",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_and_a_status(name, experiment, tmp_path, capsys):
+    """Refused before anything is computed or written: the message is one line
+    naming what is wrong (the README's Reliability table lists them)."""
+    options, edit, status, message = BAD_INPUTS[name]
+    argv, results = experiment
+    for option, value in options.items():
+        argv = _replace(argv, option, value and value.format(tmp=tmp_path))
+    if edit is not None:
+        edit(tmp_path)
+    inputs = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as exit_:
+        scoring.main(argv)
+    assert exit_.value.code == status
+    err = capsys.readouterr().err
+    assert err == f"{scoring.PROG}: error: {message.format(tmp=tmp_path)}\n"
+    assert not results.exists()
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == inputs

@@ -1,8 +1,11 @@
 """Sub-center cleaning: the streamed, class-chunked statistics against a direct numpy
 computation, and the command line on a model built by the plugin's task (its
-embeddings recomputed here), the collapse to K = 1 included."""
+embeddings recomputed here), the collapse to K = 1 included; what it refuses, and how
+a run's outputs replace an earlier run's."""
 
 import json
+import math
+import shutil
 
 import numpy as np
 import pytest
@@ -11,10 +14,11 @@ import torch.nn.functional as F
 import yaml
 
 from espnet_plugin_intertopk.bin import spk_subcenter_clean
-from espnet_plugin_intertopk.cleaning import evaluation
+from espnet_plugin_intertopk.cleaning import evaluation, outputs
 from espnet_plugin_intertopk.cleaning.evaluation import precision_recall
 from espnet_plugin_intertopk.cleaning.subcenters import SubcenterScan, collapse_weight
 from espnet_plugin_intertopk.recipe.kaldi_data import read_map
+from espnet_plugin_intertopk.safe_io.ownership import MARKER
 from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
 
 from conftest import build_and_save, digest
@@ -131,7 +135,7 @@ def test_command_line_report_cleaned_data_and_collapse(
         assert float(r[2]) == pytest.approx(angle[i], abs=0.006)  # 2 decimals
         assert int(r[3]) == own[i].argmax()
         assert r[6] == ("drop" if angle[i] > threshold else "keep")
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=_no_nan)
     dropped = int((angle > threshold).sum())
     assert 0 < dropped < len(utts) and summary["utterances_dropped"] == dropped
     assert sum(summary["angle_histogram_deg"]["counts"]) == len(utts)
@@ -142,6 +146,7 @@ def test_command_line_report_cleaned_data_and_collapse(
     assert read_map(out / "data" / "category2utt") == spk2utt
     assert all(spk2utt.values()) and len(spk2utt) == summary["classes_kept"]
     assert digest(data) == before  # the input directory is only read
+    assert (out / MARKER).is_file() and not list(out.glob(".tmp*"))
     # The collapsed model: K = 1, one row per kept class, the dominant sub-center.
     collapsed = yaml.safe_load((out / "collapsed" / "config.yaml").read_text())
     assert collapsed["loss_conf"]["K"] == 1
@@ -180,16 +185,214 @@ def test_precision_and_recall_of_the_flags(tmp_path, capsys):
     assert "| 75 | 2 | 1.000 | 0.667 |" in capsys.readouterr().out
 
 
+def _no_nan(constant):
+    raise AssertionError(f"{constant} in summary.json is not JSON")
+
+
+def _argv(config, model_file, data, out, threshold, collapse):
+    return (
+        ["--spk_train_config", str(config), "--spk_model_file", str(model_file)]
+        + ["--data_dir", str(data), "--output_dir", str(out)]
+        + ["--threshold_deg", str(threshold), "--collapse", str(collapse).lower()]
+    )
+
+
+def _refused(argv, capsys):
+    """The exit status and the last line on stderr of a refused run."""
+    with pytest.raises(SystemExit) as exit_:
+        spk_subcenter_clean.main(argv)
+    return exit_.value.code, capsys.readouterr().err.splitlines()[-1]
+
+
+def _tree(root):
+    return {
+        str(p.relative_to(root)): p.is_file() and p.read_bytes()
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.fixture(scope="module")
+def scanned(model_files, tiny_corpus):
+    """The tool's scan of the training data, once: the tests of what a run writes
+    reuse it instead of embedding the data again."""
+    config, model_file, _ = model_files
+    args = spk_subcenter_clean.get_parser().parse_args(
+        _argv(config, model_file, tiny_corpus / "train", "unused", 60, False)
+    )
+    model, train_args, device = spk_subcenter_clean.load_model(args)
+    names = spk_subcenter_clean.class_names(train_args)
+    utt2spk = read_map(tiny_corpus / "train" / "utt2spk")
+    labels = {u: names.index(s) for u, s in utt2spk.items()}
+    return spk_subcenter_clean.scan_data(model, args, device, labels)
+
+
+@pytest.fixture
+def run(model_files, tiny_corpus, scanned, monkeypatch, tmp_path):
+    """run(threshold, collapse): the command line into tmp_path/clean, on the scan."""
+    monkeypatch.setattr(spk_subcenter_clean, "scan_data", lambda *args: scanned)
+    config, model_file, _ = model_files
+
+    def run(threshold, collapse):
+        argv = _argv(
+            config, model_file, tiny_corpus / "train", tmp_path / "clean", threshold,
+            collapse,
+        )  # fmt: skip
+        spk_subcenter_clean.main(argv)
+        return argv
+
+    return run
+
+
+def _median_and_max_angle(scanned):
+    angles = scanned[1].dominant_angle_deg
+    return float(angles.median()), float(angles.max())
+
+
+def test_a_rerun_replaces_every_output_of_the_previous_run(run, scanned, tmp_path):
+    """Without --collapse after a run with it: no collapsed/ is left beside the new
+    data/. Files that are not the tool's outputs (a recipe's log, shape file) stay."""
+    out = tmp_path / "clean"
+    median, largest = _median_and_max_angle(scanned)
+    run(median, True)
+    assert (out / "collapsed" / "model.pth").is_file()
+    (out / "train_shape").write_text("the recipe's\n")
+    run(math.ceil(largest) + 1, False)  # keeps everything
+    assert not (out / "collapsed").exists()
+    assert len(read_map(out / "data" / "wav.scp")) == len(scanned[0])
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=_no_nan)
+    assert summary["utterances_dropped"] == 0
+    assert "\tdrop" not in (out / "report.tsv").read_text()
+    assert (out / "train_shape").read_text() == "the recipe's\n"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["report.tsv", "summary.json", "images", "data", "train_shape", MARKER]
+    )
+
+
+def test_a_failed_or_killed_run_leaves_the_previous_outputs(
+    run, scanned, tmp_path, monkeypatch
+):
+    out = tmp_path / "clean"
+    median, largest = _median_and_max_angle(scanned)
+    run(median, True)
+    before = _tree(out)
+
+    def fail(*args):
+        raise RuntimeError("out of disk space")
+
+    monkeypatch.setattr(spk_subcenter_clean, "write_collapsed", fail)
+    with pytest.raises(RuntimeError, match="out of disk space"):
+        run(math.ceil(largest) + 1, True)  # report and data written, then it fails
+    assert _tree(out) == before
+    # A killed run leaves its build directory: the next run removes it (its marker
+    # says whose it is), and nothing without the marker.
+    killed = out / (outputs.BUILD_PREFIX + "killed")
+    shutil.copytree(out / "data", killed / "data")
+    (killed / MARKER).write_text(outputs.TOOL + "\n")
+    foreign = out / (outputs.BUILD_PREFIX + "not_ours")
+    foreign.mkdir()
+    monkeypatch.undo()
+    run(median, False)
+    assert not killed.exists() and foreign.is_dir()
+
+
 def test_a_threshold_that_flags_everything_is_refused_after_the_report(
-    model_files, tiny_corpus, tmp_path
+    run, scanned, tmp_path, capsys
+):
+    out = tmp_path / "clean"
+    median, _ = _median_and_max_angle(scanned)
+    run(median, True)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        run(0.001, True)
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"{spk_subcenter_clean.PROG}: error: every utterance is more than 0.001 "
+        "degrees from its class's dominant sub-center: nothing is left to train on "
+        f"(the angles are in {out / 'report.tsv'}; an untrained model or a threshold "
+        "too low)"
+    )
+    # This run's angles are there to look at, the earlier run's cleaned data is not.
+    assert (out / "report.tsv").read_text().count("\tdrop\n") == len(scanned[0])
+    assert not (out / "data").exists() and not (out / "collapsed").exists()
+
+
+@pytest.mark.parametrize("threshold", ["nan", "inf", "-5", "0", "180"])
+def test_a_threshold_outside_0_180_degrees_is_refused(threshold, tmp_path, capsys):
+    argv = _argv(tmp_path, tmp_path, tmp_path, tmp_path / "out", threshold, False)
+    assert _refused(argv, capsys) == (
+        2,
+        f"{spk_subcenter_clean.PROG}: error: --threshold_deg must be an angle in "
+        f"(0, 180) degrees, got {float(threshold)}",
+    )
+    assert not (tmp_path / "out").exists()
+
+
+OVERLAPS = [
+    "data_dir is output/data",
+    "output in data_dir",
+    "output holds the model",
+    "output/data links in",
+]
+
+
+@pytest.mark.parametrize("where", OVERLAPS)
+def test_outputs_overlapping_an_input_are_refused(
+    where, model_files, tiny_corpus, tmp_path, capsys
+):
+    """The issue's case: --data_dir X/data with --output_dir X overwrote wav.scp."""
+    config, model_file, _ = model_files
+    data = tmp_path / "out" / "data"
+    shutil.copytree(tiny_corpus / "train", data)
+    out, given = tmp_path / "out", data
+    if where == "output in data_dir":
+        out, given = data / "clean", data
+    elif where == "output holds the model":
+        shutil.copy(model_file, data.parent / "model.pth")
+        data, out = tiny_corpus / "train", data.parent
+        model_file, given = out / "model.pth", out / "model.pth"
+    elif where == "output/data links in":
+        out = tmp_path / "clean"
+        out.mkdir()
+        (out / "data").symlink_to(data)
+        out, given = out / "data", data
+    before = _tree(tmp_path)
+    status, line = _refused(_argv(config, model_file, data, out, 60, True), capsys)
+    assert (status, line) == (
+        2,
+        f"{spk_subcenter_clean.PROG}: error: --output_dir {out} overlaps the input "
+        f"{given}: a tool never writes into its inputs; give an output path outside "
+        "them",
+    )
+    assert _tree(tmp_path) == before
+
+
+def test_a_directory_the_tool_did_not_make_is_refused(
+    model_files, tiny_corpus, tmp_path, capsys
 ):
     config, model_file, _ = model_files
-    out = tmp_path / "clean"
-    with pytest.raises(ValueError, match="nothing is left to train on"):
-        spk_subcenter_clean.main(
-            ["--spk_train_config", str(config), "--spk_model_file", str(model_file)]
-            + ["--data_dir", str(tiny_corpus / "train"), "--output_dir", str(out)]
-            + ["--threshold_deg", "0.001", "--collapse", "true"]
-        )
-    assert (out / "report.tsv").exists()  # the angles are there to look at
-    assert not (out / "data").exists() and not (out / "collapsed").exists()
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes\n")
+    argv = _argv(config, model_file, tiny_corpus / "train", out, 60, False)
+    assert _refused(argv, capsys) == (
+        2,
+        f"{spk_subcenter_clean.PROG}: error: --output_dir {out} exists and was not "
+        f"made by {outputs.TOOL} (no {MARKER} in it): it is left untouched; give a "
+        "new or empty directory",
+    )
+    assert _tree(out) == {"notes.txt": b"my notes\n"}
+
+
+def test_a_model_that_cannot_be_loaded_is_one_line(
+    model_files, tiny_corpus, tmp_path, capsys
+):
+    config, _, _ = model_files
+    broken = tmp_path / "model.pth"
+    broken.write_text("not a checkpoint")
+    argv = _argv(config, broken, tiny_corpus / "train", tmp_path / "out", 60, False)
+    status, line = _refused(argv, capsys)
+    assert status == 1 and line.startswith(
+        f"{spk_subcenter_clean.PROG}: error: cannot load a model from "
+        f"--spk_train_config {config} and --spk_model_file {broken}: "
+    )
+    assert not (tmp_path / "out").exists()

@@ -1,5 +1,5 @@
 """What the sub-center cleaning writes: the per-utterance report, the summary, the
-angle histogram and the cleaned Kaldi-style data directory."""
+angle histogram and the cleaned Kaldi-style data directory, each file atomically."""
 
 import json
 import logging
@@ -11,6 +11,7 @@ import torch
 
 from espnet_plugin_intertopk.cleaning.subcenters import SubcenterResult
 from espnet_plugin_intertopk.recipe.kaldi_data import write_lines, write_speaker_dir
+from espnet_plugin_intertopk.safe_io import atomic
 
 HISTOGRAM_EDGES_DEG = np.arange(0, 185, 5)  # 5-degree bins over [0, 180]
 
@@ -95,7 +96,8 @@ def plot_angles(path: Path, result: SubcenterResult, threshold_deg: float) -> No
     ax.set_ylabel("utterances")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic.atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
 
 
@@ -123,4 +125,5 @@ def write_cleaned_dir(
 
 
 def write_summary(path: Path, summary: Dict) -> None:
-    path.write_text(json.dumps(summary, indent=2) + "\n")
+    """summary.json; a NaN or Inf in it is an error (JSON has none)."""
+    atomic.write_text(path, json.dumps(summary, indent=2, allow_nan=False) + "\n")

@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from espnet2.utils.eer import ComputeErrorRates, ComputeMinDcf, tuneThresholdfromScore
 
-from espnet_plugin_intertopk.recipe.kaldi_data import DataDirError, read_map
+from espnet_plugin_intertopk.recipe.kaldi_data import read_map
 from espnet_plugin_intertopk.safe_io import atomic
 from espnet_plugin_intertopk.safe_io.errors import UserError, exits_cleanly
 from espnet_plugin_intertopk.safe_io.ownership import check_apart
@@ -330,13 +330,6 @@ def _seeds(text: str) -> List[int]:
         raise UserError(f"--seeds {text!r}: seeds are integers", status=2) from None
 
 
-def _read_map(path: Path) -> Dict[str, str]:
-    try:
-        return read_map(path)
-    except DataDirError as err:
-        raise UserError(str(err)) from None
-
-
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--expdir", type=Path, required=True)
@@ -435,7 +428,7 @@ def read_inputs(
     trials = Trials(args.test_dir / "trial_label")
     utt2spk_path = args.test_dir / "utt2spk"
     if utt2spk_path.exists():
-        utt2spk = _read_map(utt2spk_path)
+        utt2spk = read_map(utt2spk_path)
         for i, (a, _) in enumerate(trials.pairs):
             if a not in utt2spk:
                 raise UserError(
@@ -453,7 +446,7 @@ def read_inputs(
         test[run] = load_embeddings(files[run, "test"], what)
         _covered(test[run], trials, files[run, "test"], what)
     if args.score_norm == "asnorm":
-        cohort_utt2spk = _read_map(args.cohort_utt2spk)
+        cohort_utt2spk = read_map(args.cohort_utt2spk)
         n_speakers = len(set(cohort_utt2spk.values()))
         if args.top_n > n_speakers:
             raise UserError(

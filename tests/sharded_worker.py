@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from espnet_plugin_intertopk import ArcMarginProduct_intertopk_subcenter as Loss
 from espnet_plugin_intertopk.distributed import grad_norm
-from espnet_plugin_intertopk.distributed.shard import class_range
+from espnet_plugin_intertopk.distributed.shard import ClassShard, class_range
 
 NOUT, NCLASSES, K = 8, 7, 3  # 7 classes: blocks of 3+4 (R=2) and 2+2+3 (R=3)
 
@@ -69,13 +69,23 @@ class Errors(list):
             self.append(f"{what}: no ValueError")
 
 
+def sharded_loss(world: int, conf: Dict, errors: Errors, what: str) -> Loss:
+    """The class-sharded loss of this rank. A group of one rank gets the ordinary loss
+    (checked here), which the comparison would compare with itself: there the sharded
+    code path is forced over a single block of all classes, so that its collectives,
+    combined log-sum-exp and global hard-negative choice are what is compared."""
+    loss = Loss(NOUT, NCLASSES, K=K, shard_classes=True, return_accuracy=True, **conf)
+    if world == 1:
+        errors.check(loss.shard is None, f"{what}: one rank is not the ordinary loss")
+        loss.shard = ClassShard(rank=0, world=1, start=0, end=NCLASSES)
+    return loss
+
+
 def equivalence(rank: int, world: int, cases: List[Dict], errors: Errors) -> None:
     for i, conf in enumerate(cases):
         what = f"rank {rank}/{world} case {conf}"
         weight = full_weight(i)
-        loss = Loss(
-            NOUT, NCLASSES, K=K, shard_classes=True, return_accuracy=True, **conf
-        )
+        loss = sharded_loss(world, conf, errors, what)
         start, end = class_range(NCLASSES, rank, world)
         errors.check(loss.class_range == (start, end), f"{what} class_range")
         errors.check(loss.weight.shape == (K * (end - start), NOUT), f"{what} shape")

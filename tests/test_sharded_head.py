@@ -1,7 +1,9 @@
 """The class-sharded head (``shard_classes``) against the unsharded loss under
 data-parallel training: gloo process groups of 3, 2 and 1 ranks on CPU (one spawn),
 each rank with its own batch of its own size; every rank also computes the unsharded
-reference for every rank's batch (tests/sharded_worker.py)."""
+reference for every rank's batch (tests/sharded_worker.py). One rank holds every class
+and would get the ordinary loss: there the sharded code path is forced, one block
+through the collectives against the ordinary loss."""
 
 import json
 from typing import Dict, List

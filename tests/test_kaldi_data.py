@@ -1,6 +1,7 @@
 """Data-directory tools: checks with clear errors, the validation hold-out, the cohort
 list; input directories are only read."""
 
+import itertools
 import shutil
 
 import numpy as np
@@ -94,6 +95,15 @@ def test_holdout_splits_speakers_and_makes_validation_trials(small_corpus, tmp_p
         assert label == ("1" if utt2spk[a] == utt2spk[b] else "0")
     with pytest.raises(DataDirError, match="at least|>= 2"):
         kaldi_data.holdout(small_corpus / "train", out_train, out_valid, 3, 8, seed=0)
+
+
+def test_zero_validation_trials_means_every_pair(small_corpus, tmp_path):
+    out_train, out_valid = tmp_path / "train", tmp_path / "valid"
+    kaldi_data.holdout(small_corpus / "train", out_train, out_valid, 2, 0, seed=0)
+    utt2spk = read_map(out_valid / "utt2spk")
+    keys = {tuple(sorted(k.split("*"))) for k in read_map(out_valid / "trial_label")}
+    # Every unordered pair of the held-out utterances, once.
+    assert keys == set(itertools.combinations(sorted(utt2spk), 2))
 
 
 def test_cohort_lists_utterances_of_every_training_speaker(small_corpus, tmp_path):
@@ -280,7 +290,7 @@ def test_data_errors_exit_1_with_one_line(small_corpus, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "option, value", [("--n_speakers", "1"), ("--n_trials", "0"), ("--seed", "x")]
+    "option, value", [("--n_speakers", "1"), ("--n_trials", "1"), ("--seed", "x")]
 )
 def test_argument_errors_exit_2_with_usage(small_corpus, tmp_path, capsys, option,
                                            value):  # fmt: skip

@@ -19,6 +19,8 @@ is written atomically.
 
 import argparse
 import itertools
+import math
+import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Tuple
 
@@ -255,7 +257,8 @@ def make_trials(
     Args:
         utts: speaker -> utterances.
         max_target: at most this many target pairs (all of them if there are fewer).
-        nontarget_ratio: non-target pairs per target pair (as many as exist, at most).
+        nontarget_ratio: non-target pairs per target pair (as many as exist, at most;
+            inf: all of them).
         rng: a numpy Generator.
     """
     spk_of = {u: s for s, us in utts.items() for u in us}
@@ -267,13 +270,26 @@ def make_trials(
         if spk_of[a] != spk_of[b]
     ]
     n_t = min(max_target, len(target))
-    n_n = min(int(round(n_t * nontarget_ratio)), len(nontarget))
+    n_n = len(nontarget)
+    if math.isfinite(nontarget_ratio):
+        n_n = min(int(round(n_t * nontarget_ratio)), n_n)
     pick_t = rng.choice(len(target), n_t, replace=False)
     pick_n = rng.choice(len(nontarget), n_n, replace=False)
     pairs = [(*target[i], 1) for i in sorted(pick_t)]
     pairs += [(*nontarget[i], 0) for i in sorted(pick_n)]
     order = rng.permutation(len(pairs))
     return [pairs[i] for i in order]
+
+
+def validation_trials(
+    utts: Dict[str, List[str]], n_trials: int, rng
+) -> List[Tuple[str, str, int]]:
+    """A validation list: every pair of the utterances when ``n_trials`` is 0 (the
+    plugin's validation embeds each utterance once, so trials cost only a distance),
+    else a balanced list of about ``n_trials``."""
+    if n_trials == 0:
+        return make_trials(utts, sys.maxsize, math.inf, rng)
+    return make_trials(utts, n_trials // 2, 1.0, rng)
 
 
 def write_trials(out: Path, trials: List[Tuple[str, str, int]], wavs: Dict[str, str]):
@@ -331,7 +347,7 @@ def holdout(
     seed: int,
 ) -> None:
     """Split ``train_dir`` by speaker: ``n_speakers`` drawn at random go to
-    ``out_valid`` with a balanced trial list of about ``n_trials``; the rest to
+    ``out_valid`` with its trial list (``validation_trials``); the rest to
     ``out_train``."""
     train_dir = Path(train_dir)
     speakers = _speakers(train_dir)
@@ -350,7 +366,7 @@ def holdout(
     )
     valid = {s: u for s, u in speakers.items() if s in held}
     write_speaker_dir(Path(out_valid), valid, wavs)
-    write_trials(Path(out_valid), make_trials(valid, n_trials // 2, 1.0, rng), wavs)
+    write_trials(Path(out_valid), validation_trials(valid, n_trials, rng), wavs)
 
 
 def cohort_list(train_dir: Path, out: Path, per_speaker: int) -> None:
@@ -391,6 +407,17 @@ def copy_dir(src: Path, dst: Path) -> None:
             atomic.copy_file(f, dst / f.name)
 
 
+def _zero_or_at_least(minimum: int):
+    """An argparse type: 0 or an integer >= ``minimum``."""
+    at_least = _at_least(minimum)
+
+    def parse(text: str) -> int:
+        return 0 if text.strip() == "0" else at_least(text)
+
+    parse.__name__ = f"0 or integer >= {minimum}"
+    return parse
+
+
 def _at_least(minimum: int):
     """An argparse type: an integer >= ``minimum``."""
 
@@ -429,7 +456,13 @@ def main(argv=None) -> None:
     hold.add_argument("out_train", type=Path)
     hold.add_argument("out_valid", type=Path)
     hold.add_argument("--n_speakers", type=_at_least(2), required=True)
-    hold.add_argument("--n_trials", type=_at_least(2), default=600)
+    hold.add_argument(
+        "--n_trials",
+        type=_zero_or_at_least(2),
+        default=0,
+        help="validation trials: 0 (default) every pair of the held-out utterances, "
+        "else a balanced list of about this many",
+    )
     hold.add_argument("--seed", type=_at_least(0), default=0)
     cohort = sub.add_parser("cohort", help="trial-style list of training utterances")
     cohort.add_argument("train_dir", type=Path)

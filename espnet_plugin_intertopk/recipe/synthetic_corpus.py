@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from espnet_plugin_intertopk.recipe.kaldi_data import (
     make_trials,
+    validation_trials,
     write_lines,
     write_speaker_dir,
     write_trials,
@@ -61,7 +62,6 @@ MINIMUM = {
     "utts_per_speaker": 1,
     "valid_utts_per_speaker": 2,
     "test_utts_per_speaker": 2,
-    "n_valid_trials": 2,
     "min_duration": 0.1,
     "seed": 0,
 }
@@ -209,9 +209,9 @@ def generate(
     n_valid_speakers: int = 20,
     n_test_speakers: int = 20,
     utts_per_speaker: int = 8,
-    valid_utts_per_speaker: int = 6,
+    valid_utts_per_speaker: int = 10,
     test_utts_per_speaker: int = 10,
-    n_valid_trials: int = 600,
+    n_valid_trials: int = 0,
     test_nontarget_ratio: float = 2.0,
     min_duration: float = 1.5,
     max_duration: float = 3.0,
@@ -220,10 +220,10 @@ def generate(
 ) -> None:
     """Write the corpus under ``out`` (``train/``, ``valid/``, ``test/``, ``wav/``).
 
-    Three disjoint speaker sets. ``valid`` (checkpoint selection, tuning) gets a
-    balanced trial list of about ``n_valid_trials`` (ESPnet embeds both sides of every
-    validation trial every epoch, so it stays small); ``test`` gets every target pair
-    and ``test_nontarget_ratio`` times as many non-target pairs.
+    Three disjoint speaker sets. ``valid`` (checkpoint selection, tuning) gets every
+    pair of its utterances as trials (``n_valid_trials`` 0), or a balanced list of
+    about ``n_valid_trials``; ``test`` gets every target pair and
+    ``test_nontarget_ratio`` times as many non-target pairs.
 
     ``label_noise``: that fraction of the training utterances is labelled as another
     training speaker (drawn at random); the truth goes to ``noise_truth``
@@ -277,7 +277,7 @@ def generate(
         )
     write_trials(
         out / "valid",
-        make_trials(splits["valid"], n_valid_trials // 2, 1.0, master),
+        validation_trials(splits["valid"], n_valid_trials, master),
         wavs,
     )
     all_targets = (
@@ -321,6 +321,13 @@ def check_settings(settings: Dict[str, object]) -> None:
             raise UserError(
                 f"--{name} {value}: must be at least {MINIMUM[name]}", status=2
             )
+    n_trials = settings["n_valid_trials"]
+    if not (n_trials == 0 or n_trials >= 2):
+        raise UserError(
+            f"--n_valid_trials {n_trials}: must be 0 (every pair of the validation "
+            "utterances) or at least 2",
+            status=2,
+        )
     if not settings["max_duration"] >= settings["min_duration"]:
         raise UserError(
             f"--max_duration {settings['max_duration']}: must be at least "

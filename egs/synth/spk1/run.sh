@@ -65,9 +65,10 @@ n_train_speakers=100
 n_valid_speakers=20
 n_test_speakers=20
 utts_per_speaker=8
-valid_utts_per_speaker=6
+valid_utts_per_speaker=10
 test_utts_per_speaker=10
-n_valid_trials=600
+n_valid_trials=0       # 0: every pair of the validation utterances (each is embedded
+                       # once per epoch, so trials cost only a distance)
 test_nontarget_ratio=2
 seed=0                 # corpus seed
 

@@ -27,7 +27,7 @@ n_test_speakers=
 utts_per_speaker=
 valid_utts_per_speaker=
 test_utts_per_speaker=
-n_valid_trials=600
+n_valid_trials=0       # 0: every pair of the held-out utterances
 test_nontarget_ratio=
 seed=0
 cohort_utts_per_speaker=3
@@ -90,7 +90,7 @@ if [ -n "${valid_dir}" ]; then
     kaldi_data copy test "${valid_dir}" "${data}/valid"
 else
     echo "$0: no --valid_dir: holding out ${n_valid_speakers} training speakers" \
-         "(seed ${seed}) as the validation set, ${n_valid_trials} trials"
+         "(seed ${seed}) as the validation set, ${n_valid_trials} trials (0: every pair)"
     kaldi_data holdout "${train_dir}" "${data}/train" "${data}/valid" \
         --n_speakers "${n_valid_speakers}" --n_trials "${n_valid_trials}" --seed "${seed}"
 fi

@@ -18,6 +18,7 @@ from espnet_plugin_intertopk.cleaning import evaluation, outputs
 from espnet_plugin_intertopk.cleaning.evaluation import precision_recall
 from espnet_plugin_intertopk.cleaning.subcenters import SubcenterScan, collapse_weight
 from espnet_plugin_intertopk.recipe.kaldi_data import read_map
+from espnet_plugin_intertopk.safe_io.errors import UserError
 from espnet_plugin_intertopk.safe_io.ownership import MARKER
 from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
 
@@ -171,7 +172,7 @@ def test_precision_and_recall_of_the_flags(tmp_path, capsys):
     assert rows[0]["precision"] == 1.0 and rows[0]["recall"] == 1.0
     assert rows[1]["precision"] == 1.0 and rows[1]["recall"] == pytest.approx(2 / 3)
     assert np.isnan(rows[2]["precision"]) and rows[2]["recall"] == 0.0
-    with pytest.raises(ValueError, match="not in the report"):
+    with pytest.raises(UserError, match="not in the report"):
         precision_recall(angles, {"z"}, [60])
     # The command line reads the tool's report and the corpus's noise_truth.
     report = tmp_path / "report.tsv"
@@ -183,6 +184,17 @@ def test_precision_and_recall_of_the_flags(tmp_path, capsys):
     truth.write_text("".join(f"{u} s1 s2\n" for u in sorted(noisy)))
     evaluation.main([str(report), str(truth), "--thresholds", "75"])
     assert "| 75 | 2 | 1.000 | 0.667 |" in capsys.readouterr().out
+    # Mistakes are one line: a threshold that is no angle, a file that is no report.
+    for argv, status, message in (
+        ([str(report), str(truth), "--thresholds", "nan"], 2,
+         "--thresholds must be angles in (0, 180) degrees, got nan"),
+        ([str(truth), str(truth)], 1,
+         f"{truth}: not a cleaning report (no angle_dominant_deg column)"),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            evaluation.main(argv)
+        assert exit_.value.code == status
+        assert capsys.readouterr().err == f"{evaluation.PROG}: error: {message}\n"
 
 
 def _no_nan(constant):

@@ -365,16 +365,17 @@ def test_outputs_overlapping_an_input_are_refused(
         shutil.copy(model_file, data.parent / "model.pth")
         data, out = tiny_corpus / "train", data.parent
         model_file, given = out / "model.pth", out / "model.pth"
-    elif where == "output/data links in":
+    shown = out
+    if where == "output/data links in":  # an earlier output replaced by a link
         out = tmp_path / "clean"
         out.mkdir()
         (out / "data").symlink_to(data)
-        out, given = out / "data", data
+        shown = out / "data"
     before = _tree(tmp_path)
     status, line = _refused(_argv(config, model_file, data, out, 60, True), capsys)
     assert (status, line) == (
         2,
-        f"{spk_subcenter_clean.PROG}: error: --output_dir {out} overlaps the input "
+        f"{spk_subcenter_clean.PROG}: error: --output_dir {shown} overlaps the input "
         f"{given}: a tool never writes into its inputs; give an output path outside "
         "them",
     )

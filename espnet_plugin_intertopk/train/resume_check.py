@@ -9,14 +9,21 @@ shape files, spk2utt) with those it recorded, and stops with the differences.
 
 import argparse
 import hashlib
+import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set
 
 import yaml
 from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
+from espnet_plugin_intertopk.safe_io import atomic
+from espnet_plugin_intertopk.safe_io.errors import UserError
+
 DIGESTS = "input_digests.yaml"
+# The arguments as requested, before ESPnet writes config.yaml (in place: a kill
+# while it is written leaves it truncated).
+REQUESTED = "requested_config.yaml"
 # What may change between a run and its resumption: how long it trains, where and how
 # it runs and where its directory lies.
 MAY_CHANGE = frozenset(
@@ -49,7 +56,7 @@ MAY_CHANGE = frozenset(
 )
 
 
-class ChangedRunError(RuntimeError):
+class ChangedRunError(UserError):
     """A resumed run whose settings or inputs differ from the saved ones."""
 
 
@@ -92,16 +99,33 @@ def _differences(saved: dict, wanted: dict, skip=frozenset()) -> List[str]:
     ]
 
 
+def _saved_settings(out: Path) -> Optional[dict]:
+    """The settings the run in ``out`` was started with: the plugin's own record
+    (written atomically), else ESPnet's config.yaml (runs of older versions)."""
+    for name in (REQUESTED, "config.yaml"):
+        path = out / name
+        if not path.exists():
+            continue
+        try:
+            saved = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            saved = None
+        if isinstance(saved, dict):
+            return saved
+        logging.warning(f"{path} is incomplete (an interrupted write): not used")
+    return None
+
+
 def check_and_record(args: argparse.Namespace) -> None:
-    """Raise ChangedRunError if ``args`` would resume a run set up differently; record
-    the input digests of a new run (from rank 0)."""
+    """Raise ChangedRunError if ``args`` would resume a run set up differently;
+    record the requested settings and input digests of the run (from rank 0)."""
     out = Path(args.output_dir)
     digests = input_digests(args)
+    wanted = yaml.safe_load(yaml_no_alias_safe_dump(vars(args)))
     if args.resume and (out / "checkpoint.pth").exists():
         problems = []
-        if (out / "config.yaml").exists():
-            saved = yaml.safe_load((out / "config.yaml").read_text())
-            wanted = yaml.safe_load(yaml_no_alias_safe_dump(vars(args)))
+        saved = _saved_settings(out)
+        if saved is not None:
             problems += _differences(saved, wanted, MAY_CHANGE | _unused(saved, wanted))
         if (out / DIGESTS).exists():
             recorded = yaml.safe_load((out / DIGESTS).read_text())
@@ -109,10 +133,11 @@ def check_and_record(args: argparse.Namespace) -> None:
         if problems:
             raise ChangedRunError(
                 f"{out} holds a run with other settings or inputs; not resuming it. "
-                "Differences (saved -> requested):\n  "
-                + "\n  ".join(problems)
-                + "\nUse another --output_dir, or remove the old run."
+                "Differences (saved -> requested): "
+                + "; ".join(problems)
+                + ". Use another --output_dir, or remove the old run."
             )
     if os.environ.get("RANK", "0") == "0":
         out.mkdir(parents=True, exist_ok=True)
-        (out / DIGESTS).write_text(yaml.safe_dump(digests))
+        atomic.write_text(out / DIGESTS, yaml.safe_dump(digests))
+        atomic.write_text(out / REQUESTED, yaml_no_alias_safe_dump(wanted))

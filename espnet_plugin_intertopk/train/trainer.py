@@ -11,6 +11,7 @@ code with the same (epoch, iteration), so all ranks use the same margin.
 import dataclasses
 import logging
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterable, Iterator, List, Optional
 
 import torch
@@ -19,6 +20,7 @@ from espnet2.train.spk_trainer import SpkTrainer
 from espnet2.train.trainer import TrainerOptions
 
 from espnet_plugin_intertopk.distributed.grad_norm import across_shards
+from espnet_plugin_intertopk.train.crash_safety import crash_safe_saving, repair_run_dir
 from espnet_plugin_intertopk.train.margin_scheduler import (
     AbsMarginScheduler,
     margin_scheduler_choices,
@@ -119,14 +121,43 @@ def _sharded_weights(model: torch.nn.Module):
 
 
 class MarginSchedulingSpkTrainer(SpkTrainer):
-    """SpkTrainer that drives a margin scheduler and validates on any device (each
-    validation utterance embedded once, see ``validation``).
+    """SpkTrainer that drives a margin scheduler, validates on any device (each
+    validation utterance embedded once, see ``validation``) and saves crash-safely
+    (see ``crash_safety``).
 
     With a class-sharded loss it also clips by the gradient norm over all shards,
     makes the optimizers' checkpoints speak the full weight's shape, and after each
     epoch's training (on every rank; ESPnet then validates and saves on rank 0) gathers
     the full weight and optimizer state for the checkpoint.
     """
+
+    @classmethod
+    def run(
+        cls,
+        model,
+        optimizers,
+        schedulers,
+        train_iter_factory,
+        valid_iter_factory,
+        plot_attention_iter_factory,
+        trainer_options,
+        distributed_option,
+    ) -> None:
+        output_dir = Path(trainer_options.output_dir)
+        saves = not distributed_option.distributed or distributed_option.dist_rank == 0
+        if saves and trainer_options.resume:
+            repair_run_dir(output_dir, trainer_options.best_model_criterion)
+        with crash_safe_saving(output_dir):
+            super().run(
+                model=model,
+                optimizers=optimizers,
+                schedulers=schedulers,
+                train_iter_factory=train_iter_factory,
+                valid_iter_factory=valid_iter_factory,
+                plot_attention_iter_factory=plot_attention_iter_factory,
+                trainer_options=trainer_options,
+                distributed_option=distributed_option,
+            )
 
     @classmethod
     def resume(

@@ -9,6 +9,8 @@ import torch
 from espnet2.train.distributed_utils import DistributedOption
 from espnet2.train.reporter import Reporter
 
+from espnet_plugin_intertopk.bin import spk_train
+from espnet_plugin_intertopk.safe_io.errors import UserError
 from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
 from espnet_plugin_intertopk.train.trainer import MarginSchedulingSpkTrainer
 
@@ -127,5 +129,36 @@ def test_value_checks_raise_on_cpu_by_default(tmp_path):
 
 
 def test_scheduler_with_a_loss_without_update_fails_at_startup(tmp_path):
-    with pytest.raises(ValueError, match="update"):
+    with pytest.raises(UserError, match="update"):
         build(tmp_path, "--loss", "aamsoftmax", "--margin_scheduler", "exp")
+
+
+def test_schedule_beyond_the_hard_negative_bound_fails_at_startup(tmp_path):
+    # mp 0.7 at margin 0.5 gives 1.75 rad > pi/2: refused before any step, not when
+    # the ramp gets there.
+    with pytest.raises(UserError, match="reaches margin 0.5.*mp=0.7"):
+        build(tmp_path, "--loss_conf", "mp=0.7", "--margin_scheduler", "exp",
+              "--margin_scheduler_conf", "final_margin=0.5")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--loss_conf", "K=three"], "--loss aamsoftmax_sc_topk: K must be int"),
+        (
+            ["--margin_scheduler", "linear", "--margin_scheduler_conf",
+             "update_per=step"],
+            "--margin_scheduler linear: margin_scheduler_conf: update_per",
+        ),
+    ],
+)  # fmt: skip
+def test_a_bad_option_is_one_line_and_exit_2(tmp_path, capsys, option, message):
+    with pytest.raises(SystemExit) as exit_info:
+        spk_train.main(
+            ["--config", str(TINY_CONFIG), "--spk_num", str(N_SPK), "--output_dir",
+             str(tmp_path / "exp"), "--dry_run", "true", *option]
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("spk_train: error: " + message), err[-1]
+    assert not any("Traceback" in line for line in err)

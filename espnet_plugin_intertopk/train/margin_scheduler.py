@@ -59,6 +59,11 @@ class AbsMarginScheduler(ABC):
     ) -> float:
         """The margin to use for the step at this position."""
 
+    @abstractmethod
+    def largest_margin(self) -> float:
+        """The largest margin of the schedule (checked against the loss's bounds at
+        start-up, not in the middle of training)."""
+
 
 class ConstantMarginScheduler(AbsMarginScheduler):
     """The same margin at every step (for example the large-margin fine-tuning stage).
@@ -78,6 +83,9 @@ class ConstantMarginScheduler(AbsMarginScheduler):
         self, epoch: int, iteration: int = 0, iters_per_epoch: Optional[int] = None
     ) -> float:
         self.position(epoch, iteration, iters_per_epoch)
+        return self.value
+
+    def largest_margin(self) -> float:
         return self.value
 
 
@@ -137,6 +145,10 @@ class RampMarginScheduler(AbsMarginScheduler):
         return (
             self.initial_margin + (self.final_margin - self.initial_margin) * fraction
         )
+
+    def largest_margin(self) -> float:
+        # ramp() stays in [0, 1]: the margin moves between the two ends only.
+        return max(self.initial_margin, self.final_margin)
 
 
 class LinearMarginScheduler(RampMarginScheduler):

@@ -11,8 +11,14 @@ from espnet2.tasks.spk import SpeakerTask
 from espnet2.train.distributed_utils import DistributedOption
 from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str2bool
+from typeguard import TypeCheckError
 
 from espnet_plugin_intertopk.distributed.grad_norm import is_sharded
+from espnet_plugin_intertopk.loss import (
+    ArcMarginProduct_intertopk_subcenter,
+    check_hard_negative_margin,
+)
+from espnet_plugin_intertopk.safe_io.errors import UserError
 from espnet_plugin_intertopk.train.loss_options import (
     PLUGIN_CONF,
     loss_arguments,
@@ -25,6 +31,16 @@ from espnet_plugin_intertopk.train.trainer import (
     build_margin_scheduler,
 )
 from espnet_plugin_intertopk.train.validation import UniqueUtteranceIterFactory
+
+
+def _raised_here(err: BaseException) -> bool:
+    """Whether ``err`` was raised by this package's code (a loss option check)."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return (
+        tb is not None and "espnet_plugin_intertopk" in tb.tb_frame.f_code.co_filename
+    )
 
 
 class IntertopkSpeakerTask(SpeakerTask):
@@ -60,21 +76,42 @@ class IntertopkSpeakerTask(SpeakerTask):
 
     @classmethod
     def build_model(cls, args: argparse.Namespace):
+        # Fail at start-up, not after the data loaders are built, on a bad schedule
+        # or loss option: one line naming the option.
+        try:
+            scheduler = build_margin_scheduler(args)
+        except (ValueError, TypeCheckError) as err:
+            raise UserError(
+                f"--margin_scheduler {args.margin_scheduler}: {err}", status=2
+            ) from err
         espnet_conf = args.loss_conf
         args.loss_conf = loss_arguments(args)
         try:
             model = super().build_model(args)
+        except ValueError as err:
+            if not _raised_here(err):
+                raise
+            raise UserError(f"--loss {args.loss}: {err}", status=2) from err
         finally:
             args.loss_conf = espnet_conf
-        # Fail at start-up, not after the data loaders are built, on a bad schedule.
-        if build_margin_scheduler(args) is not None and not callable(
-            getattr(model.loss, "update", None)
-        ):
-            raise ValueError(
+        if scheduler is not None and not callable(getattr(model.loss, "update", None)):
+            raise UserError(
                 f"--margin_scheduler {args.margin_scheduler} needs a loss with an "
                 f"update(margin) method; --loss {args.loss} "
-                f"({type(model.loss).__name__}) has none"
+                f"({type(model.loss).__name__}) has none",
+                status=2,
             )
+        if scheduler is not None and isinstance(
+            model.loss, ArcMarginProduct_intertopk_subcenter
+        ):
+            try:
+                check_hard_negative_margin(model.loss.mp, scheduler.largest_margin())
+            except ValueError as err:
+                raise UserError(
+                    f"--margin_scheduler {args.margin_scheduler} reaches margin "
+                    f"{scheduler.largest_margin()}: {err}",
+                    status=2,
+                ) from err
         # A class-sharded weight is a different block on each rank: DDP must neither
         # check it for equal shapes nor average its gradient (the loss does that).
         sharded = [name for name, p in model.named_parameters() if is_sharded(p)]

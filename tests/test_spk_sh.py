@@ -298,6 +298,20 @@ assert loss_choices.get_class("aamsoftmax_sc_topk").__module__.startswith("espne
 packed, out, test_dir, shape, decode = sys.argv[1:6]
 files = unpack(packed, out + "/unpacked")
 embed = Speech2Embedding(files["train_config"], files["model_file"])
+# ESPnet's own loss class with the trained weights: as plain ESPnet trains (no
+# update(), so its hard-negative penalty is off), after update(margin), unlabelled.
+import torch
+loss = embed.spk_model.loss
+gen = torch.Generator().manual_seed(0)
+x = torch.randn(24, loss.weight.shape[1], generator=gen)
+labels = torch.arange(24) % loss.out_features
+with torch.no_grad():
+    as_trained = loss(x, labels)
+    unlabelled = loss(x, None)[2]
+    loss.update(loss.margin)
+    updated = loss(x, labels)
+torch.save({"x": x, "labels": labels, "as_trained": as_trained,
+            "unlabelled": unlabelled, "updated": updated}, out + "/plain_loss.pt")
 wavs = [line.split()[1] for line in open(test_dir + "/wav.scp")][:3]
 np.savez(out + "/speech2embedding.npz",
          *[embed(soundfile.read(w, dtype="float32")[0]).numpy() for w in wavs])
@@ -343,6 +357,28 @@ def test_plain_espnet_embeds_with_the_packed_model_as_the_plugin_does(recipe, tm
         ours = embed(soundfile.read(wav, dtype="float32")[0]).numpy()
         assert np.abs(plain[f"arr_{i}"] - ours).max() <= 1e-5
         assert np.abs(ours).max() > 0
+    # The loss: plain ESPnet's class on the loaded weights against the plugin's.
+    from espnet_plugin_intertopk.loss import ArcMarginProduct_intertopk_subcenter
+
+    plain_loss = torch.load(tmp_path / "plain_loss.pt", weights_only=False)
+    x, labels = plain_loss["x"], plain_loss["labels"]
+    ours = embed.spk_model.loss
+    conf = yaml.safe_load((recipe / SPK_EXP / "config.yaml").read_text())["loss_conf"]
+    penalty_off = ArcMarginProduct_intertopk_subcenter(
+        nout=x.shape[1], nclasses=ours.out_features, **{**conf, "k_top": 0}
+    )
+    penalty_off.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        for plugin, name in ((penalty_off, "as_trained"), (ours, "updated")):
+            loss, accuracy, preds = plugin(x, labels)
+            want_loss, want_accuracy, want_preds = plain_loss[name]
+            assert loss.item() == pytest.approx(want_loss.item(), rel=1e-5), name
+            assert accuracy.item() == want_accuracy.item(), name
+            assert torch.equal(preds, want_preds), name
+        assert torch.equal(ours(x, None)[2], plain_loss["unlabelled"])
+    # The penalty acts (the two plain values differ), so the comparison is not
+    # between two copies of one number.
+    assert plain_loss["updated"][0].item() > plain_loss["as_trained"][0].item() + 1e-4
 
 
 def test_trained_loss_rebuilds_under_the_plugin_with_every_option(recipe):

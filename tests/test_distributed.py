@@ -5,6 +5,7 @@ single-process extraction."""
 
 import ast
 import re
+import shutil
 import socket
 import sys
 
@@ -22,7 +23,7 @@ from conftest import (
     SCHEDULE,
     epoch_results,
     run_python,
-    train,
+    run_pythons,
     train_command,
     validation_stats,
 )
@@ -111,14 +112,26 @@ def test_two_rank_cpu_training_with_torchrun_and_a_sharded_head(tiny_corpus, tmp
     for key in ("eer", "mindcf", "trg_mean", "nontrg_mean", "nontrg_std"):
         assert two_ranks[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
 
-    # Resume on one process (the block becomes the whole weight): epoch 2 only.
-    log = train(tiny_corpus, exp, *SCHEDULE, "--loss_conf", "shard_classes=true",
-                "--max_epoch", "2")  # fmt: skip
+    # Resume on one process (the block becomes the whole weight): epoch 2 only;
+    # beside it the same checkpoint resumed as an ordinary unsharded run. The
+    # sharded run's gathered weight and Adam state must continue exactly as that.
+    plain = tmp_path / "plain"
+    shutil.copytree(exp, plain)
+    log, _ = run_pythons(
+        [
+            train_command(tiny_corpus, exp, *SCHEDULE, "--loss_conf",
+                          "shard_classes=true", "--max_epoch", "2"),
+            train_command(tiny_corpus, plain, *SCHEDULE, "--max_epoch", "2"),
+        ]
+    )  # fmt: skip
     assert sorted(epoch_results(log)) == [2]
     assert f"class_range=(0, {N_TRAIN_SPK})" in log
     resumed = torch.load(exp / "2epoch.pth", weights_only=False)
     assert not torch.equal(resumed["loss.weight"], before["loss.weight"])
-    assert torch.isfinite(resumed["loss.weight"]).all()
+    unsharded = torch.load(plain / "2epoch.pth", weights_only=False)
+    assert resumed.keys() == unsharded.keys()
+    for key in resumed:
+        assert torch.equal(resumed[key], unsharded[key]), key
 
     # Extraction in one process from the 2-rank checkpoint: no loss needed.
     embed = Speech2Embedding(

@@ -1,5 +1,5 @@
 """A slow, obviously-correct float64 reference of the loss, written from its published
-definition (Sub-center ArcFace with the inter-top-k penalty; the README states it).
+definition (Sub-center ArcFace with the inter-top-k penalty; docs/loss.md states it).
 
 All cosines in one product (each class's maximum over its K sub-centers), then a loop
 over the batch that builds each full logit row, no tricks.

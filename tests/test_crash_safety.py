@@ -11,7 +11,11 @@ import torch
 from espnet2.train.reporter import Reporter
 
 from espnet_plugin_intertopk.safe_io import atomic
-from espnet_plugin_intertopk.train.crash_safety import crash_safe_saving, repair_run_dir
+from espnet_plugin_intertopk.train.crash_safety import (
+    atomic_config,
+    crash_safe_saving,
+    repair_run_dir,
+)
 
 from conftest import SCHEDULE, TESTS, run_python, train_command
 
@@ -49,6 +53,23 @@ def test_a_model_link_is_replaced_without_a_gap(tmp_path):
     assert not other.exists()
 
 
+def test_config_yaml_is_replaced_whole(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("seed: 0\n")
+    with atomic_config(tmp_path):
+        with pytest.raises(KeyboardInterrupt):
+            with config.open("w", encoding="utf-8") as f:
+                f.write("seed: 1\nlo")  # killed in the middle of the dump
+                raise KeyboardInterrupt
+        assert config.read_text() == "seed: 0\n"
+        with config.open("w", encoding="utf-8") as f:
+            f.write("seed: 1\n")
+        with (tmp_path / "other.txt").open("w") as f:  # anything else: as usual
+            f.write("x")
+    assert config.read_text() == "seed: 1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "other.txt"]
+
+
 def _checkpoint(directory: Path, eers):
     """checkpoint.pth after len(eers) epochs with these validation EERs."""
     reporter = Reporter()
@@ -73,7 +94,7 @@ def test_repair_rewrites_what_a_kill_after_the_checkpoint_left_out(tmp_path):
     (tmp_path / "latest.pth").symlink_to("2epoch.pth")
     (tmp_path / "valid.eer.best.pth").symlink_to("2epoch.pth")
     (tmp_path / f"{atomic.TEMP_PREFIX}3epoch.pth.x1").write_bytes(b"half")
-    repair_run_dir(tmp_path, [("valid", "eer", "min"), ("train", "loss", "min")])
+    repair_run_dir(tmp_path, [("valid", "eer", "min"), ("train", "loss", "min")], 10)
     assert torch.equal(torch.load(tmp_path / "3epoch.pth")["w"], model["w"])
     assert os.readlink(tmp_path / "latest.pth") == "3epoch.pth"
     assert os.readlink(tmp_path / "valid.eer.best.pth") == "3epoch.pth"
@@ -81,14 +102,57 @@ def test_repair_rewrites_what_a_kill_after_the_checkpoint_left_out(tmp_path):
     assert not list(tmp_path.glob(atomic.TEMP_PREFIX + "*"))
 
 
-def test_repair_keeps_an_older_best_and_an_existing_epoch_file(tmp_path):
-    _checkpoint(tmp_path, [10.0, 20.0])
+def test_repair_keeps_an_older_best_and_rewrites_a_stale_epoch_file(tmp_path):
+    model = _checkpoint(tmp_path, [10.0, 20.0])
     torch.save({"w": torch.ones(4)}, tmp_path / "1epoch.pth")
+    # An epoch file that is not the checkpoint's model (a run of before): rewritten.
     torch.save({"w": torch.full((4,), 7.0)}, tmp_path / "2epoch.pth")
-    repair_run_dir(tmp_path, [("valid", "eer", "min")])
+    repair_run_dir(tmp_path, [("valid", "eer", "min")], 10)
     assert os.readlink(tmp_path / "valid.eer.best.pth") == "1epoch.pth"
     assert os.readlink(tmp_path / "latest.pth") == "2epoch.pth"
-    assert torch.equal(torch.load(tmp_path / "2epoch.pth")["w"], torch.full((4,), 7.0))
+    assert torch.equal(torch.load(tmp_path / "2epoch.pth")["w"], model["w"])
+    assert torch.equal(torch.load(tmp_path / "1epoch.pth")["w"], torch.ones(4))
+
+
+def test_repair_prunes_as_espnet_would_have(tmp_path):
+    # Killed after epoch 4's files, before ESPnet removed the epochs outside the
+    # 2 best: epochs 2 and 4 (EER 10, 15) stay, 1 and 3 go; the last one stays too.
+    model = _checkpoint(tmp_path, [30.0, 10.0, 40.0, 15.0])
+    for epoch in (1, 2, 3):
+        torch.save(
+            {"w": torch.full((4,), float(epoch))}, tmp_path / f"{epoch}epoch.pth"
+        )
+    torch.save(model, tmp_path / "4epoch.pth")
+    (tmp_path / f"{atomic.TEMP_PREFIX}build").mkdir()  # a directory: not ours
+    repair_run_dir(tmp_path, [("valid", "eer", "min")], [1, 2])
+    assert sorted(p.name for p in tmp_path.glob("*epoch.pth")) == [
+        "2epoch.pth",
+        "4epoch.pth",
+    ]
+    assert (tmp_path / f"{atomic.TEMP_PREFIX}build").is_dir()
+
+
+def test_saved_files_get_the_mode_a_plain_save_gives(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        torch.save({}, tmp_path / "plain.pth")
+        with crash_safe_saving(tmp_path):
+            torch.save({}, tmp_path / "atomic.pth")
+    finally:
+        os.umask(umask)
+    mode = (tmp_path / "plain.pth").stat().st_mode & 0o777
+    assert mode == 0o644
+    assert (tmp_path / "atomic.pth").stat().st_mode & 0o777 == mode
+
+
+def test_a_save_through_a_link_keeps_the_link(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (tmp_path / "checkpoint.pth").symlink_to(scratch / "checkpoint.pth")
+    with crash_safe_saving(tmp_path):
+        torch.save({"epoch": 1}, tmp_path / "checkpoint.pth")
+    assert (tmp_path / "checkpoint.pth").is_symlink()
+    assert torch.load(scratch / "checkpoint.pth") == {"epoch": 1}
 
 
 # The moments of the fault-injection run (4 epochs of about 5 steps each).
@@ -99,7 +163,8 @@ FAULTS = [
     {"at": "write", "file": "checkpoint.pth"},  # mid-write of epoch 2's checkpoint
     {"at": "written", "file": "checkpoint.pth"},  # before 2epoch.pth is written
     {"at": "write", "file": "3epoch.pth"},  # mid-write of an epoch file
-    {"at": "link", "file": "latest.pth"},  # epoch 4's link update
+    # epoch 4's link update (the first replacement is the resume's repair)
+    {"at": "link", "file": "latest.pth", "n": 2},
     {"at": "average"},  # the n-best averaging after the last epoch
 ]
 

@@ -60,7 +60,7 @@ def test_two_rank_cpu_training_with_torchrun_and_a_sharded_head(tiny_corpus, tmp
         "--master_port",
         str(port),
     ]
-    log = run_python(args, launcher=launcher)
+    log = log_two_ranks = run_python(args, launcher=launcher)
     epochs = epoch_results(log)
     assert sorted(epochs) == [1]
     assert all(0.0 <= epochs[e]["valid/eer"] <= 100.0 for e in epochs)
@@ -109,6 +109,8 @@ def test_two_rank_cpu_training_with_torchrun_and_a_sharded_head(tiny_corpus, tmp
     two_ranks = checkpoint["reporter"]["stats"][1]["valid"]
     n_trials = len((tiny_corpus / "valid" / "trial_label").read_text().splitlines())
     assert single["n_trials"] == two_ranks["n_trials"] == n_trials
+    # Rank 0 (the one that logs) embedded half of the 12 utterances, not all.
+    assert "validation: 6 of 12 utterances embedded here" in log_two_ranks
     for key in ("eer", "mindcf", "trg_mean", "nontrg_mean", "nontrg_std"):
         assert two_ranks[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
 

@@ -72,3 +72,24 @@ def test_the_conf_of_a_choice_that_is_off_may_change(tmp_path):
     check_and_record(parse(tmp_path, out, "--margin_scheduler", "none", *changed))
     with pytest.raises(ChangedRunError, match="margin_scheduler: None -> 'exp'"):
         check_and_record(parse(tmp_path, out, "--margin_scheduler", "exp", *changed))
+
+
+def test_a_truncated_config_yaml_does_not_hide_a_change(tmp_path):
+    # A kill while ESPnet rewrites config.yaml in place leaves it cut short; the
+    # check reads its own atomically written record of the requested settings.
+    out = finished_run(tmp_path, "--seed", "0")
+    (out / "config.yaml").write_text("loss: aamsoftmax_sc_t")
+    assert (out / "requested_config.yaml").exists()
+    with pytest.raises(ChangedRunError, match="seed: 0 -> 1"):
+        check_and_record(parse(tmp_path, out, "--seed", "1"))
+    check_and_record(parse(tmp_path, out, "--seed", "0"))
+
+
+def test_resume_false_does_not_train_over_an_existing_run(tmp_path):
+    out = finished_run(tmp_path)
+    before = (out / "requested_config.yaml").read_bytes()
+    with pytest.raises(ChangedRunError, match="--resume is false") as err:
+        check_and_record(parse(tmp_path, out, "--resume", "false", "--seed", "1"))
+    assert err.value.status == 2
+    # Nothing of the old run's records was rewritten.
+    assert (out / "requested_config.yaml").read_bytes() == before

@@ -445,7 +445,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("name", sorted(BAD_INPUTS))
 def test_bad_input_is_one_line_and_a_status(name, experiment, tmp_path, capsys):
     """Refused before anything is computed or written: the message is one line
-    naming what is wrong (the README's Reliability table lists them)."""
+    naming what is wrong (docs/reliability.md lists them)."""
     options, edit, status, message = BAD_INPUTS[name]
     argv, results = experiment
     for option, value in options.items():

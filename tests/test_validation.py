@@ -8,6 +8,7 @@ each method loads.
 """
 
 import itertools
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from espnet2.train.distributed_utils import DistributedOption
 from espnet2.utils.eer import ComputeErrorRates, ComputeMinDcf, tuneThresholdfromScore
 
 from espnet_plugin_intertopk.recipe.kaldi_data import read_map
+from espnet_plugin_intertopk.safe_io.errors import UserError
 from espnet_plugin_intertopk.train.loss_options import split_loss_options
 from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
 from espnet_plugin_intertopk.train.validation import (
@@ -147,3 +149,40 @@ def test_same_model_same_stats_each_utterance_loaded_once(tiny_corpus, tmp_path)
     with_workers, _ = _validate(args, model, unique=True)
     assert with_workers == plugin
     assert set(plugin) == set(espnet) == set(STATS) | {"nontrg_mean"}
+
+
+@pytest.mark.slow
+def test_one_utterance_with_two_audio_files_is_refused(tiny_corpus, tmp_path):
+    valid = tmp_path / "valid"
+    shutil.copytree(Path(tiny_corpus) / "valid", valid)
+    lines = (valid / "trial2.scp").read_text().splitlines()
+    key, wav = lines[0].split()
+    other = next(w for k, w in (x.split() for x in lines) if w != wav)
+    lines[0] = f"{key} {other}"
+    (valid / "trial2.scp").write_text("\n".join(lines) + "\n")
+    cmd = train_command(tiny_corpus, tmp_path / "exp")[2:]
+    old = f"{Path(tiny_corpus) / 'valid'}/"
+    cmd = [c.replace(old, f"{valid}/") for c in cmd]
+    args = IntertopkSpeakerTask.get_parser().parse_args(cmd)
+    with pytest.raises(UserError, match=f"{key.split('*')[1]} has two audio files"):
+        IntertopkSpeakerTask.build_iter_factory(
+            args, DistributedOption(distributed=False), "valid"
+        )
+
+
+def test_a_rank_without_utterances_embeds_one_again():
+    """With more ranks than utterances every rank still embeds (and so joins the
+    collectives of DDP's first forward)."""
+    from espnet_plugin_intertopk.train.validation import UniqueUtteranceIterFactory
+
+    class Base:
+        dataset = type("D", (), {"loader_dict": {"spk_labels": {"a*b": "0"}}})()
+        sampler = [["a*b"]]
+        num_workers, pin_memory, collate_fn = 0, False, None
+
+    factory = UniqueUtteranceIterFactory.__new__(UniqueUtteranceIterFactory)
+    factory.__dict__.update(
+        base=Base(), rank=2, world_size=3, items=unique_utterances(["a*b"]),
+        keys=["a*b"], labels=np.array([0]), batch_size=1,
+    )  # fmt: skip
+    assert len(factory.build_iter(1).loader.dataset) == 1

@@ -33,6 +33,15 @@ def fsync_dir(directory: PathLike) -> None:
         os.close(fd)
 
 
+def _mode_for(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit it replaces ``path``.
@@ -42,7 +51,8 @@ def atomic_open(path: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open: mode must be 'w' or 'wb', not {mode!r}")
-    path = Path(path)
+    # Through a link: the file it points to is replaced, the link stays.
+    path = Path(os.path.realpath(path))
     try:
         fd, tmp = tempfile.mkstemp(
             prefix=TEMP_PREFIX + path.name + ".", dir=path.parent
@@ -50,6 +60,9 @@ def atomic_open(path: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
     except OSError as err:  # name the file asked for, not the temporary one
         raise type(err)(err.errno, err.strerror, str(path)) from err
     try:
+        # mkstemp creates 0600; give the mode a plain open() would (or keep the
+        # replaced file's), so that others can still read models and results.
+        os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
             f.flush()

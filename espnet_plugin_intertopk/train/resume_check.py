@@ -122,6 +122,14 @@ def check_and_record(args: argparse.Namespace) -> None:
     out = Path(args.output_dir)
     digests = input_digests(args)
     wanted = yaml.safe_load(yaml_no_alias_safe_dump(vars(args)))
+    if not args.resume and (out / "checkpoint.pth").exists():
+        # ESPnet would train over it, and a kill before its first checkpoint would
+        # leave the old run's weights under the new run's records.
+        raise ChangedRunError(
+            f"{out} holds a run (checkpoint.pth) and --resume is false: give "
+            "another --output_dir, remove the old run, or --resume true to continue it",
+            status=2,
+        )
     if args.resume and (out / "checkpoint.pth").exists():
         problems = []
         saved = _saved_settings(out)

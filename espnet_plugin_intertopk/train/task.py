@@ -19,6 +19,7 @@ from espnet_plugin_intertopk.loss import (
     check_hard_negative_margin,
 )
 from espnet_plugin_intertopk.safe_io.errors import UserError
+from espnet_plugin_intertopk.train.crash_safety import atomic_config
 from espnet_plugin_intertopk.train.loss_options import (
     PLUGIN_CONF,
     loss_arguments,
@@ -143,7 +144,7 @@ class IntertopkSpeakerTask(SpeakerTask):
                 f"--valid_unique_utterances needs valid_iterator_type sequence, not "
                 f"{type(factory).__name__}: validating with ESPnet's method"
             )
-            return factory
+            return super().build_iter_factory(args, distributed_option, mode, kwargs)
         if distributed_option.distributed:
             rank = torch.distributed.get_rank()
             world_size = torch.distributed.get_world_size()
@@ -161,4 +162,5 @@ class IntertopkSpeakerTask(SpeakerTask):
             split_loss_options(args)
             if not getattr(args, "collect_stats", False):
                 check_and_record(args)
-        super().main(args=args)
+        with atomic_config(args.output_dir):
+            super().main(args=args)

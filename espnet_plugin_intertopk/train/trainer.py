@@ -16,6 +16,7 @@ from typing import Iterable, Iterator, List, Optional
 
 import torch
 from espnet2.train import spk_trainer
+from espnet2.train.reporter import Reporter
 from espnet2.train.spk_trainer import SpkTrainer
 from espnet2.train.trainer import TrainerOptions
 
@@ -94,6 +95,19 @@ def _log_margins_of_all_ranks(used: List[float], device: torch.device) -> None:
         raise RuntimeError(f"ranks used different margins: {rows}")
 
 
+def _stop_if_stopped(options, reporter: Optional[Reporter]):
+    """The options for resuming a run that ESPnet stopped early: no more epochs
+    (ESPnet checks its patience only after an epoch, so a resumed run would train
+    on, and end with other weights than the run that was not interrupted)."""
+    if reporter is None or options.patience is None or reporter.get_epoch() < 1:
+        return options
+    if reporter.check_early_stopping(
+        options.patience, *options.early_stopping_criterion
+    ):
+        return dataclasses.replace(options, max_epoch=reporter.get_epoch())
+    return options
+
+
 @contextmanager
 def _validation_on(device: torch.device):
     """Send the tensors that ESPnet 202511's distributed validation puts on "cuda" to
@@ -145,8 +159,25 @@ class MarginSchedulingSpkTrainer(SpkTrainer):
     ) -> None:
         output_dir = Path(trainer_options.output_dir)
         saves = not distributed_option.distributed or distributed_option.dist_rank == 0
-        if saves and trainer_options.resume:
-            repair_run_dir(output_dir, trainer_options.best_model_criterion)
+        if trainer_options.resume:
+            reporter = None
+            if saves:
+                reporter = repair_run_dir(
+                    output_dir,
+                    trainer_options.best_model_criterion,
+                    trainer_options.keep_nbest_models,
+                )
+            elif (output_dir / "checkpoint.pth").exists():
+                reporter = Reporter()
+                reporter.load_state_dict(
+                    torch.load(
+                        output_dir / "checkpoint.pth",
+                        map_location="cpu",
+                        mmap=True,
+                        weights_only=False,
+                    )["reporter"]
+                )
+            trainer_options = _stop_if_stopped(trainer_options, reporter)
         with crash_safe_saving(output_dir):
             super().run(
                 model=model,

@@ -22,10 +22,13 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from espnet2.fileio.read_text import read_2columns_text
 from espnet2.iterators.abs_iter_factory import AbsIterFactory
 from espnet2.torch_utils.device_funcs import to_device
 from espnet2.utils.eer import ComputeErrorRates, ComputeMinDcf, tuneThresholdfromScore
 from torch.utils.data import DataLoader, Dataset
+
+from espnet_plugin_intertopk.safe_io.errors import UserError
 
 # The names of ESPnet's speaker-validation data (trial.scp, trial2.scp, trial_label).
 SIDES = ("speech", "speech2")
@@ -110,6 +113,23 @@ class TrialValidation:
         return len(self.loader)
 
 
+def _check_one_audio_per_utterance(dataset) -> None:
+    """Refuse trial lists that give one utterance two audio files (ESPnet's method
+    would embed whichever side it met first; so would this one, in another order)."""
+    audio: Dict[str, Tuple[str, str]] = {}
+    for index, side in enumerate(SIDES):
+        path, _ = dataset.debug_info[side]
+        for key, wav in read_2columns_text(path).items():
+            utt = split_trial(key)[index]
+            first = audio.setdefault(utt, (wav, path))
+            if first[0] != wav:
+                raise UserError(
+                    f"validation utterance {utt} has two audio files: {first[0]} "
+                    f"({first[1]}) and {wav} ({path}); each utterance id must name "
+                    "one file"
+                )
+
+
 class UniqueUtteranceIterFactory(AbsIterFactory):
     """Wraps ESPnet's validation iterator factory: same dataset, workers and collate
     function, but each unique utterance once instead of each trial.
@@ -130,12 +150,15 @@ class UniqueUtteranceIterFactory(AbsIterFactory):
             dtype=np.int32,
         )
         self.items = unique_utterances(self.keys)
+        _check_one_audio_per_utterance(base.dataset)
         # ESPnet embeds in batches of its largest validation batch on each rank.
         largest = max((len(b) for b in base.sampler), default=1)
         self.batch_size = -(-largest // world_size)
 
     def build_iter(self, epoch: int, shuffle: Optional[bool] = None) -> TrialValidation:
-        mine = self.items[self.rank :: self.world_size]
+        # A rank without utterances would still have to join the buffer broadcast
+        # of DDP's first forward: it embeds the first one again.
+        mine = self.items[self.rank :: self.world_size] or self.items[:1]
         loader = DataLoader(
             UniqueUtteranceDataset(self.base.dataset, mine),
             batch_size=self.batch_size,
@@ -238,7 +261,10 @@ def validate_trials(
         raise RuntimeError(f"{missing} validation utterances were not embedded")
     scores = trial_scores(embeddings, validation.keys)
     stats = verification_stats(scores, validation.labels)
-    logging.debug(f"validation: {len(embeddings)} utterances, {len(scores)} trials")
+    logging.info(
+        f"validation: {len(validation.loader.dataset)} of {len(embeddings)} "
+        f"utterances embedded here, {len(scores)} trials scored"
+    )
     reporter.register(stats=stats)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

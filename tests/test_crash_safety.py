@@ -17,7 +17,7 @@ from espnet_plugin_intertopk.train.crash_safety import (
     repair_run_dir,
 )
 
-from conftest import SCHEDULE, TESTS, run_python, train_command
+from conftest import SCHEDULE, TESTS, TINY_CONFIG, run_python, train_command
 
 
 class _Unpicklable:
@@ -210,3 +210,22 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tiny_corpus, tmp_pa
     assert sorted(p.name for p in killed.glob("*epoch.pth")) == sorted(
         p.name for p in whole.glob("*epoch.pth")
     )
+
+
+def test_a_run_stopped_early_stays_stopped_on_resume(tmp_path):
+    from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
+    from espnet_plugin_intertopk.train.trainer import (
+        MarginSchedulingSpkTrainer,
+        _stop_if_stopped,
+    )
+
+    _checkpoint(tmp_path, [10.0, 20.0, 30.0])  # best at 1: 2 epochs without gain
+    reporter = repair_run_dir(tmp_path, [("valid", "eer", "min")], 10)
+    args = IntertopkSpeakerTask.get_parser().parse_args(
+        ["--config", str(TINY_CONFIG), "--max_epoch", "9", "--patience", "1"]
+        + ["--early_stopping_criterion", "valid", "eer", "min"]
+    )
+    options = MarginSchedulingSpkTrainer.build_options(args)
+    assert _stop_if_stopped(options, reporter).max_epoch == 3
+    options.patience = 2  # not yet stopped: trains on
+    assert _stop_if_stopped(options, reporter).max_epoch == 9

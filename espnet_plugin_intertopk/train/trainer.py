@@ -101,6 +101,8 @@ def _stop_if_stopped(options, reporter: Optional[Reporter]):
     on, and end with other weights than the run that was not interrupted)."""
     if reporter is None or options.patience is None or reporter.get_epoch() < 1:
         return options
+    if not reporter.has(*options.early_stopping_criterion[:2]):
+        return options  # ESPnet reports the missing statistic itself
     if reporter.check_early_stopping(
         options.patience, *options.early_stopping_criterion
     ):

@@ -22,7 +22,9 @@ from espnet_plugin_intertopk.safe_io.errors import UserError
 from espnet_plugin_intertopk.train.loss_options import split_loss_options
 from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
 from espnet_plugin_intertopk.train.validation import (
+    SCORE_CHUNK,
     TrialValidation,
+    error_rates,
     split_trial,
     trial_scores,
     unique_utterances,
@@ -52,15 +54,24 @@ def test_malformed_trial_key_is_refused(key):
 
 def test_scores_are_espnets_per_trial_distance():
     """ESPnet's validation scores one trial at a time: -mean(cdist(e1, e2)) over the
-    crops; the chunked computation gives the same numbers."""
+    crops; the chunked computation gives the same numbers (also across chunks)."""
     gen = torch.Generator().manual_seed(0)
-    emb = {
-        u: torch.nn.functional.normalize(torch.randn(3, 8, generator=gen), dim=1)
-        for u in "abcdef"
-    }
-    keys = [f"{x}*{y}" for x, y in itertools.combinations("abcdef", 2)]
-    expected = [-torch.cdist(emb[k[0]], emb[k[2]]).mean().item() for k in keys]
-    np.testing.assert_allclose(trial_scores(emb, keys), expected, rtol=1e-6)
+    table = torch.nn.functional.normalize(torch.randn(100, 3, 8, generator=gen), dim=2)
+    pairs = torch.tensor(list(itertools.combinations(range(100), 2)))
+    assert len(pairs) > SCORE_CHUNK  # more than one chunk
+    expected = [-torch.cdist(table[a], table[b]).mean().item() for a, b in pairs]
+    np.testing.assert_allclose(trial_scores(table, pairs), expected, rtol=1e-6)
+
+
+def test_error_rates_equal_espnets_loop():
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.normal(size=500), 1).astype(np.float32)  # many ties
+    labels = (rng.random(500) < 0.3).astype(np.int32)
+    fnrs, fprs, thresholds = error_rates(scores, labels)
+    want = ComputeErrorRates(scores, labels)
+    assert fnrs.tolist() == list(want[0])
+    assert fprs.tolist() == list(want[1])
+    assert thresholds.tolist() == list(want[2])
 
 
 def test_stats_against_hand_computed_values():
@@ -183,6 +194,6 @@ def test_a_rank_without_utterances_embeds_one_again():
     factory = UniqueUtteranceIterFactory.__new__(UniqueUtteranceIterFactory)
     factory.__dict__.update(
         base=Base(), rank=2, world_size=3, items=unique_utterances(["a*b"]),
-        keys=["a*b"], labels=np.array([0]), batch_size=1,
+        pairs=torch.tensor([[0, 1]]), labels=np.array([0]), batch_size=1,
     )  # fmt: skip
     assert len(factory.build_iter(1).loader.dataset) == 1

@@ -7,7 +7,7 @@ validation iterator yields each unique utterance of the trial list once, in batc
 through ESPnet's own dataset (its loaders and the valid preprocessor, so the crops are
 those ESPnet embeds), DataLoader workers and collate function; only the embeddings
 are kept, and the trials are scored from them with ESPnet's distance and ESPnet's
-EER/minDCF.
+EER/minDCF (its error-rate sweep vectorised, same numbers).
 
 Under ``torch.distributed`` every rank reads the whole trial list (keys and labels,
 not audio) and embeds every ``world_size``-th utterance; the embeddings are
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from espnet2.fileio.read_text import read_2columns_text
 from espnet2.iterators.abs_iter_factory import AbsIterFactory
 from espnet2.torch_utils.device_funcs import to_device
-from espnet2.utils.eer import ComputeErrorRates, ComputeMinDcf, tuneThresholdfromScore
+from espnet2.utils.eer import ComputeMinDcf, tuneThresholdfromScore
 from torch.utils.data import DataLoader, Dataset
 
 from espnet_plugin_intertopk.safe_io.errors import UserError
@@ -99,11 +99,25 @@ def _as_dtype(value: np.ndarray, dataset) -> np.ndarray:
 
 class TrialValidation:
     """One epoch's validation input: this rank's unique utterances in batches, and
-    the whole trial list (keys and labels) to score."""
+    the whole trial list to score.
 
-    def __init__(self, loader: DataLoader, keys: List[str], labels: np.ndarray):
+    Args:
+        loader: this rank's utterances, in batches.
+        utterances: every unique utterance of the trials.
+        pairs: (trials, 2) positions in ``utterances`` of each trial's two sides.
+        labels: (trials,) 1 for a target trial, 0 otherwise.
+    """
+
+    def __init__(
+        self,
+        loader: DataLoader,
+        utterances: List[str],
+        pairs: torch.Tensor,
+        labels: np.ndarray,
+    ):
         self.loader = loader
-        self.keys = keys
+        self.utterances = utterances
+        self.pairs = pairs
         self.labels = labels
 
     def __iter__(self) -> Iterator:
@@ -150,6 +164,11 @@ class UniqueUtteranceIterFactory(AbsIterFactory):
             dtype=np.int32,
         )
         self.items = unique_utterances(self.keys)
+        position = {utt: i for i, (utt, _, _) in enumerate(self.items)}
+        self.pairs = torch.tensor(
+            [[position[u] for u in split_trial(k)] for k in self.keys],
+            dtype=torch.long,
+        ).reshape(-1, 2)
         _check_one_audio_per_utterance(base.dataset)
         # ESPnet embeds in batches of its largest validation batch on each rank.
         largest = max((len(b) for b in base.sampler), default=1)
@@ -167,7 +186,8 @@ class UniqueUtteranceIterFactory(AbsIterFactory):
             collate_fn=self.base.collate_fn,
             pin_memory=self.base.pin_memory,
         )
-        return TrialValidation(loader, self.keys, self.labels)
+        utterances = [utt for utt, _, _ in self.items]
+        return TrialValidation(loader, utterances, self.pairs, self.labels)
 
 
 def embed_utterances(
@@ -205,18 +225,33 @@ def gather_embeddings(embeddings: Dict[str, torch.Tensor]) -> Dict[str, torch.Te
     return out
 
 
-def trial_scores(embeddings: Dict[str, torch.Tensor], keys: List[str]) -> np.ndarray:
+def trial_scores(table: torch.Tensor, pairs: torch.Tensor) -> np.ndarray:
     """ESPnet's validation score of each trial: minus the mean Euclidean distance
-    between the crops' unit embeddings of its two utterances."""
-    scores = []
-    for start in range(0, len(keys), SCORE_CHUNK):
-        pairs = [split_trial(k) for k in keys[start : start + SCORE_CHUNK]]
-        a = torch.stack([embeddings[x] for x, _ in pairs])
-        b = torch.stack([embeddings[y] for _, y in pairs])
-        scores.append(-torch.cdist(a, b).mean(dim=(1, 2)))
+    between the crops' unit embeddings of its two utterances.
+
+    Args:
+        table: (utterances, crops, D) unit embeddings.
+        pairs: (trials, 2) rows of ``table`` of each trial's two sides.
+    """
+    scores = [
+        -torch.cdist(table[chunk[:, 0]], table[chunk[:, 1]]).mean(dim=(1, 2))
+        for chunk in pairs.split(SCORE_CHUNK)
+    ]
     if not scores:
         return np.zeros(0, dtype=np.float32)
     return torch.cat(scores).to(torch.float32).numpy()
+
+
+def error_rates(scores: np.ndarray, labels: np.ndarray):
+    """ESPnet's ``ComputeErrorRates`` (miss and false-alarm rates at every score as
+    threshold, scores in ascending order, ties in input order), without its
+    per-trial Python loop: the same divisions of the same counts."""
+    order = np.argsort(scores, kind="stable")
+    hits = np.asarray(labels)[order].astype(np.int64)
+    n_target = int(hits.sum())
+    fnrs = np.cumsum(hits) / float(n_target)
+    fprs = 1 - np.cumsum(1 - hits) / float(len(hits) - n_target)
+    return fnrs, fprs, np.asarray(scores)[order]
 
 
 def verification_stats(scores: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
@@ -231,7 +266,7 @@ def verification_stats(scores: np.ndarray, labels: np.ndarray) -> Dict[str, floa
         # As ESPnet: a one-trial list (collect_stats' dummy) has no error rates.
         return dict(eer=1.0, mindcf=1.0)
     eer = tuneThresholdfromScore(scores, labels, [1, 0.1])[1]
-    fnrs, fprs, thresholds = ComputeErrorRates(scores, labels)
+    fnrs, fprs, thresholds = error_rates(scores, labels)
     mindcf, _ = ComputeMinDcf(fnrs, fprs, thresholds, 0.05, 1, 1)
     return dict(
         eer=eer,
@@ -254,12 +289,11 @@ def validate_trials(
     embeddings = embed_utterances(model, validation, device)
     if distributed:
         embeddings = gather_embeddings(embeddings)
-    missing = len(set(u for k in validation.keys for u in split_trial(k))) - len(
-        embeddings
-    )
+    missing = [u for u in validation.utterances if u not in embeddings]
     if missing:
-        raise RuntimeError(f"{missing} validation utterances were not embedded")
-    scores = trial_scores(embeddings, validation.keys)
+        raise RuntimeError(f"validation utterances not embedded: {missing[:3]}...")
+    table = torch.stack([embeddings[u] for u in validation.utterances])
+    scores = trial_scores(table, validation.pairs)
     stats = verification_stats(scores, validation.labels)
     logging.info(
         f"validation: {len(validation.loader.dataset)} of {len(embeddings)} "

@@ -3,6 +3,7 @@
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,20 @@ def small_corpus(tmp_path_factory):
 
 
 TESTS = Path(__file__).resolve().parent
+RECIPE = TESTS.parent / "egs" / "synth" / "spk1"
+
+
+def copy_recipe(tmp_path: Path) -> Path:
+    """A copy of the recipe directory, so that a test writes nothing into the
+    checkout (its conf/ is the checkout's)."""
+    d = tmp_path / "spk1"
+    d.mkdir()
+    shutil.copy(RECIPE / "run.sh", d)
+    shutil.copytree(RECIPE / "local", d / "local")
+    (d / "conf").symlink_to(TESTS.parent / "conf")
+    return d
+
+
 TINY_CONFIG = TESTS / "conf" / "tiny_train.yaml"
 N_TRAIN_SPK = 6
 

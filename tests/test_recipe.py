@@ -1,7 +1,6 @@
 """The recipe egs/synth/spk1/run.sh, shrunken, every stage, through the real ESPnet."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,21 +8,14 @@ from typing import List
 
 import pytest
 
-from conftest import TINY_CONFIG, digest
+from conftest import TINY_CONFIG, copy_recipe, digest
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "egs" / "synth" / "spk1"
 
 
 @pytest.fixture()
 def recipe(tmp_path) -> Path:
-    """A copy of the recipe directory (so the test writes nothing into the checkout)."""
-    d = tmp_path / "spk1"
-    d.mkdir()
-    shutil.copy(RECIPE / "run.sh", d)
-    shutil.copytree(RECIPE / "local", d / "local")
-    (d / "conf").symlink_to(ROOT / "conf")
-    return d
+    return copy_recipe(tmp_path)
 
 
 def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:

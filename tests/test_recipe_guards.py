@@ -3,7 +3,6 @@ user's lists inside the recipe's data directory, and the directories the recipe
 removes. Each run stops at a guard (or at a stand-in ``--python false``), so these
 take well under a second."""
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,20 +10,12 @@ import pytest
 
 from espnet_plugin_intertopk.safe_io.ownership import MARKER
 
-from conftest import digest
-
-RECIPE = Path(__file__).resolve().parents[1] / "egs" / "synth" / "spk1"
+from conftest import copy_recipe, digest
 
 
 @pytest.fixture()
 def recipe(tmp_path) -> Path:
-    """A copy of the recipe directory (nothing is written into the checkout)."""
-    d = tmp_path / "spk1"
-    d.mkdir()
-    shutil.copy(RECIPE / "run.sh", d)
-    shutil.copytree(RECIPE / "local", d / "local")
-    (d / "conf").symlink_to(RECIPE / "conf")
-    return d
+    return copy_recipe(tmp_path)
 
 
 def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:

@@ -10,8 +10,6 @@ import pytest
 
 from conftest import TINY_CONFIG, copy_recipe, digest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture()
 def recipe(tmp_path) -> Path:

@@ -17,6 +17,7 @@ Then the packed model is used where the plugin cannot be imported: ESPnet's
 side gave.
 """
 
+import re
 import shutil
 import subprocess
 import sys
@@ -245,6 +246,10 @@ def test_stage5_trains_the_plugin_loss_with_the_scheduled_margin(recipe):
     assert epochs[1]["train/margin"] < epochs[2]["train/margin"] < 0.2
     assert epochs[3]["train/margin"] == 0.2
     assert (exp / "images" / "margin.png").stat().st_size > 0
+    # Stock spk.sh's training validates with the plugin's method: every epoch, each
+    # validation utterance embedded once (ESPnet's method logs no such line).
+    shares = re.findall(r"validation: (\d+) of (\d+) utterances embedded here", log)
+    assert len(shares) == 3 and all(a == b != "0" for a, b in shares)
 
 
 def test_config_keeps_plugin_only_options_out_of_loss_conf(recipe):

@@ -184,6 +184,8 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tiny_corpus, tmp_pa
     args = train_command(
         tiny_corpus, tmp_path / "unused", *SCHEDULE, "--max_epoch", "3"
     )[2:] + ["--keep_nbest_models", "1"]
+    # No plots or tensorboard events: not what is tested, and a second per epoch.
+    args += ["--use_matplotlib", "false", "--use_tensorboard", "false"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     runs = [{"output_dir": str(whole), "fault": None}]
     runs += [{"output_dir": str(killed), "fault": f} for f in FAULTS + [None]]

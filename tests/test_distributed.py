@@ -29,6 +29,8 @@ from conftest import (
 )
 
 pytestmark = pytest.mark.slow
+# Plots and tensorboard events are tested elsewhere; here they only cost time.
+NO_PLOTS = ["--use_matplotlib", "false", "--use_tensorboard", "false"]
 
 
 def test_two_rank_cpu_training_with_torchrun_and_a_sharded_head(tiny_corpus, tmp_path):
@@ -45,6 +47,7 @@ def test_two_rank_cpu_training_with_torchrun_and_a_sharded_head(tiny_corpus, tmp
         "false",
         "--dist_backend",
         "gloo",
+        *NO_PLOTS,
     )
     with socket.socket() as s:  # a free port for the rendezvous
         s.bind(("127.0.0.1", 0))
@@ -122,8 +125,9 @@ def test_two_rank_cpu_training_with_torchrun_and_a_sharded_head(tiny_corpus, tmp
     log, _ = run_pythons(
         [
             train_command(tiny_corpus, exp, *SCHEDULE, "--loss_conf",
-                          "shard_classes=true", "--max_epoch", "2"),
-            train_command(tiny_corpus, plain, *SCHEDULE, "--max_epoch", "2"),
+                          "shard_classes=true", "--max_epoch", "2", *NO_PLOTS),
+            train_command(tiny_corpus, plain, *SCHEDULE, "--max_epoch", "2",
+                          *NO_PLOTS),
         ]
     )  # fmt: skip
     assert sorted(epoch_results(log)) == [2]

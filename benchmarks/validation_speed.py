@@ -287,10 +287,8 @@ def _model(args):
 def _validate(method: str, model, args, factory) -> Dict[str, float]:
     """One validation by ``method``; what it reports (embed once: the count)."""
     import torch
-    from espnet2.train.distributed_utils import DistributedOption
-    from espnet2.train.reporter import Reporter
 
-    from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
+    from espnet_plugin_intertopk.train.trainer import validation_stats
     from espnet_plugin_intertopk.train.validation import embed_utterances
 
     iterator = factory.build_iter(1)
@@ -298,20 +296,8 @@ def _validate(method: str, model, args, factory) -> Dict[str, float]:
         with torch.no_grad():
             embeddings = embed_utterances(model, iterator, torch.device("cpu"))
         return {"utterances": len(embeddings)}
-    trainer = IntertopkSpeakerTask.trainer
-    reporter = Reporter()
-    reporter.set_epoch(1)
-    with reporter.observe("valid") as sub:
-        trainer.validate_one_epoch(
-            model,
-            iterator,
-            sub,
-            trainer.build_options(args),
-            DistributedOption(distributed=False),
-        )
-    return {
-        k: float(reporter.get_value("valid", k)) for k in reporter.get_keys2("valid")
-    }
+    stats = validation_stats(args, model, iterator)
+    return {k: float(v) for k, v in stats.items()}
 
 
 def worker_timing(cases: List[dict], rounds: int) -> List[dict]:

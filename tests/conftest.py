@@ -269,26 +269,3 @@ def build_and_save(directory: Path, *extra: str):
     (directory / "config.yaml").write_text(yaml_no_alias_safe_dump(vars(args)))
     torch.save(model.state_dict(), directory / "model.pth")
     return directory / "config.yaml", directory / "model.pth", model
-
-
-def validation_stats(args, model, iterator) -> Dict[str, float]:
-    """Validate ``model`` on ``iterator`` (from the task's validation iterator factory)
-    as the plugin's trainer does in a run of ``args``, in this process; return what it
-    reports."""
-    from espnet2.train.distributed_utils import DistributedOption
-    from espnet2.train.reporter import Reporter
-
-    from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
-
-    trainer = IntertopkSpeakerTask.trainer
-    reporter = Reporter()
-    reporter.set_epoch(1)
-    with reporter.observe("valid") as sub:
-        trainer.validate_one_epoch(
-            model,
-            iterator,
-            sub,
-            trainer.build_options(args),
-            DistributedOption(distributed=False),
-        )
-    return {k: reporter.get_value("valid", k) for k in reporter.get_keys2("valid")}

@@ -17,6 +17,7 @@ from espnet2.train.distributed_utils import DistributedOption
 
 from espnet_plugin_intertopk.train.loss_options import split_loss_options
 from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
+from espnet_plugin_intertopk.train.trainer import validation_stats
 
 from conftest import (
     N_TRAIN_SPK,
@@ -25,7 +26,6 @@ from conftest import (
     run_python,
     run_pythons,
     train_command,
-    validation_stats,
 )
 
 pytestmark = pytest.mark.slow

@@ -21,6 +21,7 @@ from espnet_plugin_intertopk.recipe.kaldi_data import read_map
 from espnet_plugin_intertopk.safe_io.errors import UserError
 from espnet_plugin_intertopk.train.loss_options import split_loss_options
 from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
+from espnet_plugin_intertopk.train.trainer import validation_stats
 from espnet_plugin_intertopk.train.validation import (
     SCORE_CHUNK,
     TrialValidation,
@@ -31,7 +32,7 @@ from espnet_plugin_intertopk.train.validation import (
     verification_stats,
 )
 
-from conftest import train_command, validation_stats
+from conftest import train_command
 
 STATS = ("eer", "mindcf", "n_trials", "trg_mean", "trg_std", "nontrg_std")
 

@@ -12,10 +12,11 @@ import dataclasses
 import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional
 
 import torch
 from espnet2.train import spk_trainer
+from espnet2.train.distributed_utils import DistributedOption
 from espnet2.train.reporter import Reporter
 from espnet2.train.spk_trainer import SpkTrainer
 from espnet2.train.trainer import TrainerOptions
@@ -284,3 +285,20 @@ class MarginSchedulingSpkTrainer(SpkTrainer):
         return super().validate_one_epoch(
             model, iterator, reporter, options, distributed_option
         )
+
+
+def validation_stats(args, model, iterator) -> Dict[str, float]:
+    """Validate ``model`` once on ``iterator`` (from the task's validation iterator
+    factory) as the plugin's trainer does in a run of ``args``, in this process, and
+    return what it reports (for checking a model, the tests and the benchmark)."""
+    reporter = Reporter()
+    reporter.set_epoch(1)
+    with reporter.observe("valid") as sub:
+        MarginSchedulingSpkTrainer.validate_one_epoch(
+            model,
+            iterator,
+            sub,
+            MarginSchedulingSpkTrainer.build_options(args),
+            DistributedOption(distributed=False),
+        )
+    return {k: reporter.get_value("valid", k) for k in reporter.get_keys2("valid")}

@@ -61,6 +61,20 @@ def digest(root: Path):
     return out
 
 
+def trial_kinds(trials, spk_of: Dict[str, str], group_of: Dict[str, str]):
+    """How many of ``trials`` ((uttA, uttB, label)) are target, non-target within a
+    speaker group and non-target across groups, after checking that every label says
+    whether the two speakers are one and that no pair comes twice."""
+    pairs = [frozenset((a, b)) for a, b, _ in trials]
+    assert all(len(p) == 2 for p in pairs) and len(set(pairs)) == len(pairs)
+    kinds = {"target": 0, "within": 0, "across": 0}
+    for a, b, label in trials:
+        assert int(label) == (spk_of[a] == spk_of[b]), (a, b, label)
+        same_group = group_of[spk_of[a]] == group_of[spk_of[b]]
+        kinds["target" if int(label) else "within" if same_group else "across"] += 1
+    return kinds
+
+
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory):
     """A few seconds of audio: for the corpus and data-directory tests."""

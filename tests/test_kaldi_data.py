@@ -1,5 +1,5 @@
 """Data-directory tools: checks with clear errors, the validation hold-out, the cohort
-list; input directories are only read."""
+list, nested training subsets, trial lists; input directories are only read."""
 
 import itertools
 import shutil
@@ -11,7 +11,7 @@ import soundfile
 from espnet_plugin_intertopk.recipe import kaldi_data
 from espnet_plugin_intertopk.recipe.kaldi_data import DataDirError, read_map
 
-from conftest import digest
+from conftest import digest, trial_kinds
 
 
 def test_audio_that_is_missing_or_unreadable_is_named(small_corpus, tmp_path):
@@ -66,6 +66,7 @@ def test_no_subcommand_writes_into_its_input(small_corpus, tmp_path):
         ["holdout", str(train), str(tmp_path / "tr"), str(tmp_path / "va")]
         + ["--n_speakers", "2", "--n_trials", "8"],
         ["cohort", str(train), str(tmp_path / "cohort")],
+        ["subset", str(train), str(tmp_path / "subset"), "--n_speakers", "2"],
     ):
         kaldi_data.main(argv)
         assert _tree(small_corpus) == before, argv
@@ -115,6 +116,154 @@ def test_cohort_lists_utterances_of_every_training_speaker(small_corpus, tmp_pat
     assert all(list(utt2spk.values()).count(s) == 2 for s in set(utt2spk.values()))
     keys = read_map(tmp_path / "cohort" / "trial.scp")
     assert sorted(keys) == sorted(f"{u}*{u}" for u in utt2spk)
+
+
+def _first_by_hand(utt2spk, n_speakers, per_speaker):
+    """utterance -> speaker of the first ``n_speakers`` speakers in sorted order (0:
+    all) with each one's first ``per_speaker`` utterances (0: all), from utt2spk."""
+    speakers = sorted(set(utt2spk.values()))[: n_speakers or len(utt2spk)]
+    out = {}
+    for s in speakers:
+        mine = sorted(u for u, t in utt2spk.items() if t == s)
+        out.update({u: s for u in mine[: per_speaker or len(mine)]})
+    return out
+
+
+def test_cohort_of_the_first_speakers(small_corpus, tmp_path, capsys):
+    src = small_corpus / "train"
+    argv = ["cohort", src, tmp_path / "two", "--n_speakers", "2", "--per_speaker", "2"]
+    assert _cli(argv, capsys)[0] == 0
+    utt2spk = read_map(tmp_path / "two" / "utt2spk")
+    assert utt2spk == _first_by_hand(read_map(src / "utt2spk"), 2, 2)
+    assert len(set(utt2spk.values())) == 2 and len(utt2spk) == 4
+    assert sorted(read_map(tmp_path / "two" / "trial.scp")) == sorted(
+        f"{u}*{u}" for u in utt2spk
+    )
+    # 0: every speaker, the same lists as without the option.
+    assert _cli(["cohort", src, tmp_path / "zero", "--n_speakers", "0"], capsys)[0] == 0
+    assert _cli(["cohort", src, tmp_path / "default"], capsys)[0] == 0
+    assert digest(tmp_path / "zero") == digest(tmp_path / "default")
+    assert len(set(read_map(tmp_path / "zero" / "utt2spk").values())) == 4
+    status, err = _cli(["cohort", src, tmp_path / "one", "--n_speakers", "1"], capsys)
+    assert status == 2 and "argument --n_speakers: invalid" in err
+    assert not (tmp_path / "one").exists()
+
+
+def test_subset_takes_the_first_speakers_and_utterances_nested(small_corpus, tmp_path,
+                                                               capsys):  # fmt: skip
+    src = small_corpus / "train"
+    given = read_map(src / "utt2spk")  # 4 speakers of 3 utterances
+    wavs = read_map(src / "wav.scp")
+    made = {}
+    for n, per in ((2, 0), (3, 0), (4, 0), (2, 2), (3, 2), (3, 1)):
+        out = tmp_path / f"sub{n}_{per}"
+        argv = ["subset", src, out, "--n_speakers", n]
+        assert _cli(argv + (["--per_speaker", per] if per else []), capsys)[0] == 0
+        kaldi_data.check_data_dir(out, "train")  # wav.scp, utt2spk, spk2utt agree
+        utt2spk = read_map(out / "utt2spk")
+        assert utt2spk == _first_by_hand(given, n, per), (n, per)
+        assert read_map(out / "wav.scp") == {u: wavs[u] for u in utt2spk}
+        spk2utt = {s: u.split() for s, u in read_map(out / "spk2utt").items()}
+        assert {u: s for s, us in spk2utt.items() for u in us} == utt2spk
+        assert (out / "category2utt").read_text() == (out / "spk2utt").read_text()
+        made[n, per] = set(utt2spk.items())
+    assert made[4, 0] == set(given.items())  # all of them: the input's lists
+    assert len(made[3, 2]) == 6 and len(made[3, 1]) == 3
+    # Smaller selections are nested in larger ones.
+    nested = [((2, 0), (3, 0)), ((3, 0), (4, 0)), ((2, 2), (3, 2)), ((3, 2), (3, 0)),
+              ((3, 1), (3, 2)), ((2, 2), (2, 0))]  # fmt: skip
+    for small, large in nested:
+        assert made[small] < made[large], (small, large)
+
+
+def test_subset_refuses_more_speakers_or_a_directory_it_did_not_make(
+    small_corpus, tmp_path, capsys
+):
+    src = small_corpus / "train"
+    out = tmp_path / "out"
+    status, err = _cli(["subset", src, out, "--n_speakers", 5], capsys)
+    assert status == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert err == f"kaldi_data: error: {src}: 4 speakers, fewer than --n_speakers 5\n"
+    assert not out.exists()
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    status, err = _cli(["subset", src, users, "--n_speakers", 2], capsys)
+    assert status == 2 and err.count("\n") == 1 and "not made by kaldi_data" in err
+    assert [p.name for p in users.iterdir()] == ["notes.txt"]
+    # Its own output: replaced whole by the next subset.
+    assert _cli(["subset", src, out, "--n_speakers", 3], capsys)[0] == 0
+    assert _cli(["subset", src, out, "--n_speakers", 2], capsys)[0] == 0
+    assert len(read_map(out / "spk2utt")) == 2
+    for argv, option in (
+        (["--n_speakers", "1"], "--n_speakers"),
+        (["--n_speakers", "x"], "--n_speakers"),
+        (["--n_speakers", "2", "--per_speaker", "-1"], "--per_speaker"),
+    ):
+        status, err = _cli(["subset", src, tmp_path / "bad", *argv], capsys)
+        assert status == 2 and "usage: kaldi_data subset" in err
+        assert f"argument {option}: invalid" in err
+    status, err = _cli(["subset", src, tmp_path / "bad"], capsys)
+    assert status == 2 and "--n_speakers" in err and "required" in err
+    assert not (tmp_path / "bad").exists()
+
+
+def _grouped(n_speakers=6, per_speaker=3, group_size=3):
+    """speaker -> utterances, utterance -> speaker, speaker -> group."""
+    utts = {
+        f"s{i}": [f"s{i}-u{j}" for j in range(per_speaker)] for i in range(n_speakers)
+    }
+    spk_of = {u: s for s, us in utts.items() for u in us}
+    return utts, spk_of, {s: f"g{i // group_size}" for i, s in enumerate(utts)}
+
+
+# 6 speakers of 3 utterances in 2 groups of 3: 18 target pairs; 2 x 3 x 9 = 54
+# non-target pairs within groups and 9 x 9 = 81 across groups.
+@pytest.mark.parametrize(
+    "ratio, within_group, expected",
+    [
+        (2.0, 0.25, (18, 9, 27)),
+        (2.0, 0.5, (18, 18, 18)),
+        (2.0, 1.0, (18, 36, 0)),
+        (4.0, 1.0, (18, 54, 18)),  # 72 wanted, only 54 within: the rest across
+        (6.0, 0.1, (18, 27, 81)),  # 108 wanted, 11 within, only 81 across: 27 within
+        (float("inf"), 0.1, (18, 54, 81)),  # every pair
+        (float("inf"), 0.9, (18, 54, 81)),
+    ],
+)
+def test_make_trials_draws_that_fraction_of_non_targets_within_groups(
+    ratio, within_group, expected
+):
+    utts, spk_of, group_of = _grouped()
+    for seed in range(3):
+        trials = kaldi_data.make_trials(
+            utts, 100, ratio, np.random.default_rng(seed), group_of, within_group
+        )
+        kinds = trial_kinds(trials, spk_of, group_of)  # labels right, no pair twice
+        assert (kinds["target"], kinds["within"], kinds["across"]) == expected
+
+
+def test_make_trials_draws_as_before_without_a_within_group_fraction():
+    utts, spk_of, group_of = _grouped()
+    drawn = []
+    for kwargs in (
+        {},
+        {"group_of": None},
+        {"group_of": group_of},
+        {"group_of": group_of, "within_group": 0.0},
+        {"group_of": None, "within_group": 0.5},
+    ):
+        rng = np.random.default_rng(11)
+        trials = kaldi_data.make_trials(utts, 10, 2.0, rng, **kwargs)
+        # The same trials, and the generator left where it was: later draws (the
+        # corpus's) are the same as before the option.
+        drawn.append((trials, rng.bit_generator.state))
+    assert all(d == drawn[0] for d in drawn[1:])
+    kinds = trial_kinds(drawn[0][0], spk_of, group_of)
+    assert kinds["target"] == 10 and kinds["within"] + kinds["across"] == 20
+    # A fraction within groups is another draw (the comparison above is not vacuous).
+    rng = np.random.default_rng(11)
+    assert kaldi_data.make_trials(utts, 10, 2.0, rng, group_of, 0.5) != drawn[0][0]
 
 
 def _copy(small_corpus, tmp_path, split):
@@ -312,6 +461,8 @@ def test_an_output_that_overlaps_an_input_is_refused(small_corpus, tmp_path, cap
         ["holdout", d, d, tmp_path / "v", "--n_speakers", "2"],
         ["holdout", d, tmp_path / "t", tmp_path / "t" / "v", "--n_speakers", "2"],
         ["cohort", d, d / "cohort"],
+        ["subset", d, d / "subset", "--n_speakers", "2"],
+        ["subset", d, tmp_path, "--n_speakers", "2"],
         ["shape", d / "wav.scp", d / "wav.scp"],
         ["shape", d / "wav.scp", d / "shape"],
     ):

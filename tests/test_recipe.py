@@ -8,6 +8,8 @@ from typing import List
 
 import pytest
 
+from espnet_plugin_intertopk.recipe.kaldi_data import read_map
+
 from conftest import TINY_CONFIG, copy_recipe, digest
 
 
@@ -192,6 +194,19 @@ def test_user_data_dir_without_a_required_file_is_named(recipe, tmp_path):
     )
     assert proc.returncode != 0
     assert "spk2utt" in proc.stderr and "missing" in proc.stderr
+
+
+def test_cohort_speakers_reach_the_cohort_list(recipe, small_corpus):
+    corpus = {f"--{d}_dir": str(small_corpus / d) for d in ("train", "valid", "test")}
+    proc = run(
+        recipe, "--stop_stage", "1", *(x for kv in corpus.items() for x in kv),
+        "--cohort_speakers", "2", "--cohort_utts_per_speaker", "1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    speakers = sorted(read_map(small_corpus / "train" / "spk2utt"))
+    assert len(speakers) == 4 and len(read_map(recipe / "data/train/spk2utt")) == 4
+    cohort = read_map(recipe / "data/cohort/utt2spk")
+    assert sorted(cohort.values()) == speakers[:2]  # one utterance of each
 
 
 def test_unknown_option_is_refused(recipe):

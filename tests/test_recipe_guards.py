@@ -32,6 +32,10 @@ def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
     [
         (["--stage", "one"], "--stage 'one': must be a non-negative integer"),
         (["--ngpu", "-1"], "--ngpu '-1': must be a non-negative integer"),
+        (
+            ["--cohort_speakers", "x"],
+            "--cohort_speakers 'x': must be a non-negative integer",
+        ),
         (["--lm_margin", "x"], "--lm_margin 'x': must be a non-negative number"),
         (["--score_seeds", "0,1"], "--score_seeds '0,1': must be integers"),
         (["--use_lm", "yes"], "--use_lm 'yes': must be true or false"),

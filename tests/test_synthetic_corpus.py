@@ -1,9 +1,13 @@
 """The built-in corpus generator and the data-directory checks."""
 
+import argparse
+import dataclasses
+import inspect
 import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from espnet_plugin_intertopk.recipe import synthetic_corpus
@@ -14,7 +18,7 @@ from espnet_plugin_intertopk.recipe.kaldi_data import (
 )
 from espnet_plugin_intertopk.safe_io import ownership
 
-from conftest import SMALL, digest
+from conftest import SMALL, digest, trial_kinds
 
 
 def test_same_seed_same_bytes_other_seed_other_audio(small_corpus, tmp_path):
@@ -195,6 +199,12 @@ def _refused(argv, capsys):
         ("test_nontarget_ratio", "0"),
         ("seed", "-1"),
         ("seed", "one"),
+        ("group_size", "0"),
+        ("group_size", "1.5"),
+        ("within_group_nontargets", "1.5"),
+        ("within_group_nontargets", "-0.1"),
+        ("within_group_nontargets", "nan"),
+        ("within_group_nontargets", "0.5"),  # without --group_size 2 or more
     ],
 )
 def test_a_bad_setting_is_refused_before_the_disk_is_touched(
@@ -209,6 +219,30 @@ def test_a_bad_setting_is_refused_before_the_disk_is_touched(
         assert "Traceback" not in err
     assert [p.name for p in users.iterdir()] == ["notes.txt"]
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--within_group_nontargets", "0.5"], "--within_group_nontargets needs "
+         "--group_size 2 or more (speakers in groups)"),
+        (["--group_size", "1", "--within_group_nontargets", "1"],
+         "--within_group_nontargets needs --group_size 2 or more"),
+        (["--group_size", "3", "--within_group_nontargets", "1.5"],
+         "--within_group_nontargets 1.5: must be in [0, 1]"),
+        (["--group_size", "3", "--within_group_nontargets", "-0.5"],
+         "--within_group_nontargets -0.5: must be in [0, 1]"),
+    ],
+)  # fmt: skip
+def test_within_group_nontargets_needs_groups_and_a_fraction(
+    tmp_path, capsys, extra, message
+):
+    err = _refused(_cli_args(tmp_path / "new") + extra, capsys)
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"synthetic_corpus: error: {message}"
+    )
+    assert "Traceback" not in err and not (tmp_path / "new").exists()
 
 
 def test_a_directory_it_did_not_make_is_refused_even_with_force(tmp_path, capsys):
@@ -248,3 +282,155 @@ def test_an_interrupted_generation_is_redone(small_corpus, tmp_path, monkeypatch
     assert json.loads((out / ".done").read_text())["seed"] == 7
     assert redone.pop(".done") and redone.pop(ownership.MARKER)
     assert redone == digest(small_corpus)  # the same corpus as one uninterrupted run
+
+
+# Speakers in groups of 2 (train: 2, 2, 1; valid: 2; test: 2, 2); the test set's
+# 4 x C(3, 2) = 12 target pairs and 24 non-target pairs, half of them within groups
+# (18 pairs exist within, 36 across).
+GROUPED = dict(
+    n_train_speakers=5,
+    n_valid_speakers=2,
+    n_test_speakers=4,
+    utts_per_speaker=1,
+    valid_utts_per_speaker=2,
+    test_utts_per_speaker=3,
+    n_valid_trials=2,
+    min_duration=0.3,
+    max_duration=0.4,
+    group_size=2,
+    within_group_nontargets=0.5,
+)
+
+
+@pytest.fixture(scope="module")
+def grouped_corpus(tmp_path_factory):
+    """A tiny corpus of speakers in groups, with the voice each utterance was made
+    from (utterance -> Voice)."""
+    root = tmp_path_factory.mktemp("grouped")
+    synthesize, write = synthetic_corpus.synthesize, synthetic_corpus.wavfile.write
+    last, voice_of = {}, {}
+
+    def synthesize_and_note(voice, *args):
+        last["voice"] = voice
+        return synthesize(voice, *args)
+
+    def write_and_note(path, *args):
+        voice_of[Path(path).stem] = last["voice"]
+        write(path, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(synthetic_corpus, "synthesize", synthesize_and_note)
+        patch.setattr(
+            synthetic_corpus, "wavfile", argparse.Namespace(write=write_and_note)
+        )
+        synthetic_corpus.generate(root, seed=5, **GROUPED)
+    return root, voice_of
+
+
+def test_group_members_share_every_voice_field_but_f0_and_tract(grouped_corpus):
+    root, voice_of = grouped_corpus
+    voices, groups = {}, {}
+    for split, sizes in (("train", [2, 2, 1]), ("valid", [2]), ("test", [2, 2])):
+        utt2spk = read_map(root / split / "utt2spk")
+        for utt, spk in utt2spk.items():  # one voice per speaker
+            assert voices.setdefault(spk, voice_of[utt]) == voice_of[utt]
+        spk2group = read_map(root / split / "spk2group")
+        assert sorted(spk2group) == sorted(set(utt2spk.values()))
+        # Groups of 2 of consecutive speakers (the last may be smaller), each in
+        # one set.
+        speakers = sorted(spk2group)
+        chunks = [speakers[i : i + 2] for i in range(0, len(speakers), 2)]
+        assert [len(c) for c in chunks] == sizes
+        assert all(len({spk2group[s] for s in c}) == 1 for c in chunks)
+        assert len(set(spk2group.values())) == len(sizes)
+        assert not set(spk2group.values()) & set(groups.values())
+        groups.update(spk2group)
+    alike = {f.name for f in dataclasses.fields(synthetic_corpus.Voice)}
+    alike -= {"f0", "tract"}
+    pairs = 0
+    for a, b in ((a, b) for a in voices for b in voices if a < b):
+        va, vb = voices[a], voices[b]
+        if groups[a] == groups[b]:
+            pairs += 1
+            assert all(getattr(va, f) == getattr(vb, f) for f in alike), (a, b)
+            assert va.f0 != vb.f0 and va.tract != vb.tract, (a, b)
+        else:
+            assert all(getattr(va, f) != getattr(vb, f) for f in alike), (a, b)
+    assert pairs == 2 + 1 + 2
+
+
+def test_group_member_changes_only_f0_and_tract():
+    rng = np.random.default_rng(0)
+    base = synthetic_corpus.make_voice(rng)
+    for _ in range(20):
+        member = synthetic_corpus.group_member(base, rng)
+        assert dataclasses.replace(member, f0=base.f0, tract=base.tract) == base
+        assert 0.85 <= member.f0 / base.f0 <= 1.18
+        assert 0.97 <= member.tract / base.tract <= 1.03
+
+
+def test_spk2group_only_with_groups_and_test_nontargets_within_them(
+    grouped_corpus, small_corpus
+):
+    root, _ = grouped_corpus
+    assert not list(small_corpus.rglob("spk2group"))  # group_size 1 (the default)
+    test = root / "test"
+    labels = read_map(test / "trial_label")
+    trials = [(*key.split("*"), label) for key, label in labels.items()]
+    kinds = trial_kinds(
+        trials, read_map(test / "utt2spk"), read_map(test / "spk2group")
+    )
+    assert kinds == {"target": 12, "within": 12, "across": 12}
+    check_data_dir(test, "test")
+
+
+# What ``.done`` recorded before --label_noise, --group_size and
+# --within_group_nontargets.
+OLD_SETTINGS = {
+    "n_train_speakers", "n_valid_speakers", "n_test_speakers", "utts_per_speaker",
+    "valid_utts_per_speaker", "test_utts_per_speaker", "n_valid_trials",
+    "test_nontarget_ratio", "min_duration", "max_duration", "seed",
+}  # fmt: skip
+
+
+def test_later_settings_are_left_out_of_done_at_their_defaults():
+    params = inspect.signature(synthetic_corpus.generate).parameters
+    defaults = {k: p.default for k, p in params.items() if k != "out"}
+    args = argparse.Namespace(out=Path("x"), force=False, **defaults)
+    assert set(synthetic_corpus.settings_of(args)) == OLD_SETTINGS
+    for name, value in (
+        ("label_noise", 0.1),
+        ("group_size", 2),
+        ("within_group_nontargets", 0.5),
+    ):
+        changed = argparse.Namespace(**{**vars(args), name: value})
+        settings = synthetic_corpus.settings_of(changed)
+        assert set(settings) == OLD_SETTINGS | {name} and settings[name] == value
+
+
+def test_a_corpus_made_before_the_group_options_is_recognised(tmp_path, capsys):
+    out = tmp_path / "corpus"
+    tiny = dict(min_duration=0.3, max_duration=0.4)
+    synthetic_corpus.main(_cli_args(out, **tiny))
+    # .done as the tool wrote it before the options (keys in another order).
+    old = {**SMALL, **tiny, "seed": 7, "test_nontarget_ratio": 2.0}
+    assert set(old) == OLD_SETTINGS
+    assert json.loads((out / ".done").read_text()) == old
+    (out / ".done").write_text(json.dumps(dict(reversed(old.items()))) + "\n")
+    before = digest(out)
+    capsys.readouterr()
+    for extra in ({}, dict(group_size=1, within_group_nontargets=0.0, label_noise=0)):
+        synthetic_corpus.main(_cli_args(out, **tiny, **extra))
+        assert "skipping" in capsys.readouterr().out, extra
+        assert digest(out) == before
+    err = _refused(_cli_args(out, **tiny, group_size=2), capsys)
+    assert re.search(r"other settings.*'group_size': \(None, 2\)", err)
+    assert digest(out) == before
+    grouped = _cli_args(out, **tiny, group_size=2, within_group_nontargets=0.5)
+    synthetic_corpus.main(grouped + ["--force"])
+    done = json.loads((out / ".done").read_text())
+    assert done["group_size"] == 2 and done["within_group_nontargets"] == 0.5
+    assert (out / "test" / "spk2group").is_file()
+    capsys.readouterr()
+    synthetic_corpus.main(grouped)
+    assert "skipping" in capsys.readouterr().out

@@ -22,7 +22,7 @@ import itertools
 import math
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import soundfile
@@ -250,7 +250,12 @@ def check_data_dir(data_dir: Path, kind: str) -> None:
 
 
 def make_trials(
-    utts: Dict[str, List[str]], max_target: int, nontarget_ratio: float, rng
+    utts: Dict[str, List[str]],
+    max_target: int,
+    nontarget_ratio: float,
+    rng,
+    group_of: Optional[Dict[str, str]] = None,
+    within_group: float = 0.0,
 ) -> List[Tuple[str, str, int]]:
     """Trials ``(uttA, uttB, label)`` from utterances grouped by speaker, no pair twice.
 
@@ -260,6 +265,11 @@ def make_trials(
         nontarget_ratio: non-target pairs per target pair (as many as exist, at most;
             inf: all of them).
         rng: a numpy Generator.
+        group_of: speaker -> group (speakers made alike on purpose), for
+            ``within_group``.
+        within_group: the fraction of the non-target pairs drawn between speakers of
+            one group (as many as exist, at most); the rest are drawn between groups
+            (and within groups, when too few pairs are across groups).
     """
     spk_of = {u: s for s, us in utts.items() for u in us}
     target = [p for us in utts.values() for p in itertools.combinations(sorted(us), 2)]
@@ -274,7 +284,21 @@ def make_trials(
     if math.isfinite(nontarget_ratio):
         n_n = min(int(round(n_t * nontarget_ratio)), n_n)
     pick_t = rng.choice(len(target), n_t, replace=False)
-    pick_n = rng.choice(len(nontarget), n_n, replace=False)
+    if group_of and within_group > 0:
+        same = [group_of[spk_of[a]] == group_of[spk_of[b]] for a, b in nontarget]
+        within = np.flatnonzero(same)
+        across = np.flatnonzero(np.logical_not(same))
+        n_w = min(int(round(n_n * within_group)), len(within))
+        n_a = min(n_n - n_w, len(across))
+        n_w = n_n - n_a  # too few pairs across groups: the rest within (n_n fit)
+        pick_n = np.concatenate(
+            [
+                within[rng.choice(len(within), n_w, replace=False)],
+                across[rng.choice(len(across), n_a, replace=False)],
+            ]
+        )
+    else:
+        pick_n = rng.choice(len(nontarget), n_n, replace=False)
     pairs = [(*target[i], 1) for i in sorted(pick_t)]
     pairs += [(*nontarget[i], 0) for i in sorted(pick_n)]
     order = rng.permutation(len(pairs))
@@ -369,14 +393,42 @@ def holdout(
     write_trials(Path(out_valid), validation_trials(valid, n_trials, rng), wavs)
 
 
-def cohort_list(train_dir: Path, out: Path, per_speaker: int) -> None:
+def _first(
+    speakers: Dict[str, List[str]], n_speakers: int, per_speaker: int
+) -> Dict[str, List[str]]:
+    """The first ``n_speakers`` speakers in sorted order (0: all), each with its first
+    ``per_speaker`` utterances (0: all): smaller selections are nested in larger
+    ones."""
+    names = sorted(speakers)[: n_speakers or None]
+    return {s: sorted(speakers[s])[: per_speaker or None] for s in names}
+
+
+def subset(train_dir: Path, out: Path, n_speakers: int, per_speaker: int = 0) -> None:
+    """A training directory of ``train_dir``'s first ``n_speakers`` speakers (sorted
+    names) with their first ``per_speaker`` utterances (0: all), so that a scale
+    series (e.g. 100, 300, 1000 speakers) trains on nested sets."""
+    train_dir = Path(train_dir)
+    speakers = _speakers(train_dir)
+    if n_speakers > len(speakers):
+        raise DataDirError(
+            f"{train_dir}: {len(speakers)} speakers, fewer than --n_speakers "
+            f"{n_speakers}"
+        )
+    wavs = read_map(train_dir / "wav.scp")
+    _fresh_outputs({"out": out}, [train_dir])
+    write_speaker_dir(Path(out), _first(speakers, n_speakers, per_speaker), wavs)
+
+
+def cohort_list(
+    train_dir: Path, out: Path, per_speaker: int, n_speakers: int = 0
+) -> None:
     """A trial-style directory listing up to ``per_speaker`` utterances of every
-    training speaker (key ``u*u``: ESPnet's extraction embeds each utterance once),
-    with their utt2spk."""
+    training speaker, or of the first ``n_speakers`` (sorted names; 0: all), with
+    their utt2spk (key ``u*u``: ESPnet's extraction embeds each utterance once)."""
     train_dir, out = Path(train_dir), Path(out)
     speakers = _speakers(train_dir)
     wavs = read_map(train_dir / "wav.scp")
-    chosen = {s: sorted(u)[:per_speaker] for s, u in speakers.items()}
+    chosen = _first(speakers, n_speakers, per_speaker)
     _fresh_outputs({"out": out}, [train_dir])
     write_trials(out, [(u, u, 1) for us in chosen.values() for u in us], wavs)
     write_lines(out / "utt2spk", [f"{u} {s}" for s, us in chosen.items() for u in us])
@@ -468,6 +520,24 @@ def main(argv=None) -> None:
     cohort.add_argument("train_dir", type=Path)
     cohort.add_argument("out", type=Path)
     cohort.add_argument("--per_speaker", type=_at_least(1), default=3)
+    cohort.add_argument(
+        "--n_speakers",
+        type=_zero_or_at_least(2),
+        default=0,
+        help="only the first this many speakers (sorted names); 0 (default): all",
+    )
+    sub_set = sub.add_parser(
+        "subset", help="the first N speakers of a training directory (nested sets)"
+    )
+    sub_set.add_argument("train_dir", type=Path)
+    sub_set.add_argument("out", type=Path)
+    sub_set.add_argument("--n_speakers", type=_at_least(2), required=True)
+    sub_set.add_argument(
+        "--per_speaker",
+        type=_zero_or_at_least(1),
+        default=0,
+        help="the first this many utterances of each speaker; 0 (default): all",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "check":
@@ -487,8 +557,10 @@ def main(argv=None) -> None:
                 args.n_trials,
                 args.seed,
             )
+        elif args.command == "subset":
+            subset(args.train_dir, args.out, args.n_speakers, args.per_speaker)
         else:
-            cohort_list(args.train_dir, args.out, args.per_speaker)
+            cohort_list(args.train_dir, args.out, args.per_speaker, args.n_speakers)
     except OSError as err:  # an output that cannot be written: say which, no traceback
         raise UserError(str(err)) from err
 

@@ -31,7 +31,7 @@ import inspect
 import json
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -64,7 +64,11 @@ MINIMUM = {
     "test_utts_per_speaker": 2,
     "min_duration": 0.1,
     "seed": 0,
+    "group_size": 1,
 }
+# Settings added after corpora were made: left out of ``.done`` at these values (no
+# effect), so that those corpora are still recognised.
+LATER_OPTIONS = {"label_noise": 0.0, "group_size": 1, "within_group_nontargets": 0.0}
 
 # Average adult formants (Hz) of a few vowels: F1, F2, F3, F4.
 VOWELS = np.array(
@@ -112,6 +116,16 @@ def make_voice(rng: np.random.Generator) -> Voice:
         vowel_shift=tuple(
             float(v) for v in rng.normal(0.0, 0.06, size=2 * len(VOWELS))
         ),
+    )
+
+
+def group_member(voice: Voice, rng: np.random.Generator) -> Voice:
+    """Another speaker of ``voice``'s group: the same voice but for its pitch and, a
+    little, its vocal-tract length (a hard negative for ``voice``)."""
+    return replace(
+        voice,
+        f0=float(voice.f0 * rng.uniform(0.85, 1.18)),
+        tract=float(voice.tract * rng.uniform(0.97, 1.03)),
     )
 
 
@@ -217,6 +231,8 @@ def generate(
     max_duration: float = 3.0,
     seed: int = 0,
     label_noise: float = 0.0,
+    group_size: int = 1,
+    within_group_nontargets: float = 0.0,
 ) -> None:
     """Write the corpus under ``out`` (``train/``, ``valid/``, ``test/``, ``wav/``).
 
@@ -229,6 +245,12 @@ def generate(
     training speaker (drawn at random); the truth goes to ``noise_truth``
     (``<utt> <true speaker> <given speaker>``) next to ``train/``, which training never
     reads. Audio, validation and test sets are those of the same seed without noise.
+
+    ``group_size`` > 1: the speakers of each set come in groups of that many (the last
+    may be smaller) that share one voice but for pitch and tract length
+    (``group_member``): hard negatives by design; ``spk2group`` in each set says
+    which. ``within_group_nontargets``: that fraction of the test's non-target trials
+    is drawn within groups (the validation list is drawn as without groups).
     """
     check_settings({k: v for k, v in locals().items() if k != "out"})
     out = Path(out)
@@ -241,16 +263,27 @@ def generate(
         "test": (n_test_speakers, test_utts_per_speaker),
     }
     n_spk = sum(n for n, _ in sizes.values())
-    voices = [make_voice(master) for _ in range(n_spk)]
+    if group_size == 1:
+        voices = [make_voice(master) for _ in range(n_spk)]
+    else:
+        voices = []
+        for n, _ in sizes.values():  # groups do not straddle two sets
+            for first in range(0, n, group_size):
+                base = make_voice(master)
+                voices.append(base)
+                count = min(group_size, n - first)
+                voices += [group_member(base, master) for _ in range(count - 1)]
     utt_seeds = master.integers(
         0, 2**63 - 1, size=(n_spk, max(c for _, c in sizes.values()))
     )
     splits: Dict[str, Dict[str, List[str]]] = {name: {} for name in sizes}
+    group_of: Dict[str, str] = {}
     jobs = []
     i = 0
     for split, (n, count) in sizes.items():
-        for _ in range(n):
+        for k in range(n):
             spk = f"{split}spk{i:04d}"
+            group_of[spk] = f"{split}group{k // group_size:04d}"
             splits[split][spk] = [f"{spk}-utt{j:03d}" for j in range(count)]
             jobs += [
                 (u, voices[i], utt_seeds[i, j])
@@ -275,6 +308,11 @@ def generate(
         write_lines(
             out / split / "utt2num_samples", [f"{u} {num_samples[u]}" for u in names]
         )
+        if group_size > 1:
+            write_lines(
+                out / split / "spk2group",
+                [f"{s} {group_of[s]}" for s in sorted(splits[split])],
+            )
     write_trials(
         out / "valid",
         validation_trials(splits["valid"], n_valid_trials, master),
@@ -283,7 +321,14 @@ def generate(
     all_targets = (
         n_test_speakers * test_utts_per_speaker * (test_utts_per_speaker - 1) // 2
     )
-    test_trials = make_trials(splits["test"], all_targets, test_nontarget_ratio, master)
+    test_trials = make_trials(
+        splits["test"],
+        all_targets,
+        test_nontarget_ratio,
+        master,
+        group_of=group_of,
+        within_group=within_group_nontargets,
+    )
     write_trials(out / "test", test_trials, wavs)
 
 
@@ -340,6 +385,18 @@ def check_settings(settings: Dict[str, object]) -> None:
             "above 0",
             status=2,
         )
+    if not 0.0 <= settings["within_group_nontargets"] <= 1.0:
+        raise UserError(
+            f"--within_group_nontargets {settings['within_group_nontargets']}: must "
+            "be in [0, 1] (a fraction of the test's non-target trials)",
+            status=2,
+        )
+    if settings["within_group_nontargets"] > 0 and settings["group_size"] < 2:
+        raise UserError(
+            "--within_group_nontargets needs --group_size 2 or more (speakers in "
+            "groups)",
+            status=2,
+        )
     if not 0.0 <= settings["label_noise"] < 1.0:
         raise UserError(
             f"--label_noise {settings['label_noise']}: must be in [0, 1) (a fraction "
@@ -350,8 +407,9 @@ def check_settings(settings: Dict[str, object]) -> None:
 
 def settings_of(args: argparse.Namespace) -> Dict[str, object]:
     out = {k: v for k, v in sorted(vars(args).items()) if k not in ("out", "force")}
-    if out.get("label_noise") == 0.0:
-        del out["label_noise"]  # corpora made before the option keep their marker
+    for name, value in LATER_OPTIONS.items():
+        if out.get(name) == value:
+            del out[name]  # corpora made before the option keep their marker
     return out
 
 

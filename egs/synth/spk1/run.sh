@@ -40,6 +40,7 @@ score_seeds=
 score_norm=asnorm      # asnorm (cosine and AS-norm rows) | none (cosine only)
 top_n=50               # AS-norm: cohort speakers per side
 cohort_utts_per_speaker=3  # training utterances per cohort speaker
+cohort_speakers=0      # cohort: the first this many training speakers (sorted; 0: all)
 bootstrap=1000         # resamples for the confidence intervals
 floor=true             # add the untrained MFCC floor row
 results=RESULTS.md
@@ -81,7 +82,7 @@ fi
 # Every option is checked before any stage runs: a bad one gets one line and exit 1.
 bad_option() { echo "$0: $*" >&2; exit 1; }
 for name in stage stop_stage ngpu train_seed extract_num_eval top_n \
-        cohort_utts_per_speaker bootstrap n_train_speakers n_valid_speakers \
+        cohort_utts_per_speaker cohort_speakers bootstrap n_train_speakers n_valid_speakers \
         n_test_speakers utts_per_speaker valid_utts_per_speaker test_utts_per_speaker \
         n_valid_trials seed; do
     [[ "${!name}" =~ ^[0-9]+$ ]] || bad_option "--${name} '${!name}': must be a non-negative integer"
@@ -182,7 +183,8 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
         --valid_utts_per_speaker "${valid_utts_per_speaker}" \
         --test_utts_per_speaker "${test_utts_per_speaker}" --n_valid_trials "${n_valid_trials}" \
         --test_nontarget_ratio "${test_nontarget_ratio}" --seed "${seed}" \
-        --cohort_utts_per_speaker "${cohort_utts_per_speaker}" --label_noise "${label_noise}"
+        --cohort_utts_per_speaker "${cohort_utts_per_speaker}" \
+        --cohort_speakers "${cohort_speakers}" --label_noise "${label_noise}"
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then

@@ -31,6 +31,7 @@ n_valid_trials=0       # 0: every pair of the held-out utterances
 test_nontarget_ratio=
 seed=0
 cohort_utts_per_speaker=3
+cohort_speakers=0      # the first this many training speakers (sorted names; 0: all)
 label_noise=0
 data=data
 . "$(dirname "$0")/parse_options.sh"
@@ -95,7 +96,8 @@ else
         --n_speakers "${n_valid_speakers}" --n_trials "${n_valid_trials}" --seed "${seed}"
 fi
 kaldi_data copy test "${test_dir}" "${data}/test"
-kaldi_data cohort "${data}/train" "${data}/cohort" --per_speaker "${cohort_utts_per_speaker}"
+kaldi_data cohort "${data}/train" "${data}/cohort" --per_speaker "${cohort_utts_per_speaker}" \
+    --n_speakers "${cohort_speakers}"
 echo "$0: ${data}/train: $(wc -l < "${data}/train/wav.scp") utterances of" \
      "$(wc -l < "${data}/train/spk2utt") speakers; ${data}/valid:" \
      "$(wc -l < "${data}/valid/trial_label") trials; ${data}/test:" \

@@ -47,3 +47,22 @@ def test_public_import_paths():
         " callable(spk_train.main), callable(spk_embed_extract.main))"
     )
     assert _run(code) == "True True True True True"
+
+
+def test_scale_summary_needs_neither_espnet_nor_torch():
+    """It reads JSON only; matplotlib comes in for the plot alone, and even then
+    without torch or ESPnet."""
+    code = (
+        "import sys, tempfile, pathlib\n"
+        "from espnet_plugin_intertopk.recipe import scale_summary as s\n"
+        "def heavy():\n"
+        "    return sorted({m.split('.')[0] for m in sys.modules\n"
+        "                   if m.split('.')[0] in ('torch', 'espnet', 'espnet2',\n"
+        "                                          'matplotlib')})\n"
+        "at_import = heavy()\n"
+        "with tempfile.TemporaryDirectory() as d:\n"
+        "    line = s.Series('m', [100], [1.0], [0.5], [0.5])\n"
+        "    s.draw(pathlib.Path(d) / 'p.png', [line], [line], [100], 'r', 'asnorm')\n"
+        "print(at_import, heavy())"
+    )
+    assert _run(code) == "[] ['matplotlib']"

@@ -2,6 +2,7 @@
 whose answers are worked out by hand; the command line on hand-made embeddings (every
 row of its table known by construction) and its one-line refusals of bad input."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -200,8 +201,8 @@ def _vector(utt: str, score=None, hub=False) -> np.ndarray:
     return v
 
 
-def _embeddings(system) -> dict:
-    targets, non_targets, hub = SYSTEMS[system]
+def _embeddings(system, systems=SYSTEMS) -> dict:
+    targets, non_targets, hub = systems[system]
     emb = {}
     for a, b, label in TRIALS:
         i = int(b[-1])
@@ -211,10 +212,10 @@ def _embeddings(system) -> dict:
     return emb
 
 
-@pytest.fixture
-def experiment(tmp_path):
-    """The inputs of the hand-made systems; returns the command line (AS-norm,
-    --top_n 2, floor, appendix) and where the results go."""
+def write_experiment(tmp_path: Path, systems=SYSTEMS):
+    """The inputs of the hand-made ``systems`` ((model, seed) -> scores as in SYSTEMS,
+    the floor's under ("floor", 0)) under ``tmp_path``; returns the command line
+    (AS-norm, --top_n 2, floor, appendix) and where the results go."""
     test = tmp_path / "data" / "test"
     test.mkdir(parents=True)
     (test / "trial_label").write_text(
@@ -224,21 +225,30 @@ def experiment(tmp_path):
     (test / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in spk.items()))
     cohort = {"c1": np.eye(DIM)[3], "c2": np.eye(DIM)[2], "c3": -np.eye(DIM)[3]}
     (tmp_path / "cohort_utt2spk").write_text("c1 C1\nc2 C2\nc3 C3\n")
-    for model, seed in [s for s in SYSTEMS if s[0] != "floor"]:
+    runs = [s for s in systems if s[0] != "floor"]
+    for model, seed in runs:
         d = tmp_path / "exp" / model / f"seed{seed}" / "embed"
         d.mkdir(parents=True)
-        np.savez(d / "test_embeddings.npz", **_embeddings((model, seed)))
+        np.savez(d / "test_embeddings.npz", **_embeddings((model, seed), systems))
         np.savez(d / "cohort_embeddings.npz", **cohort)
-    np.savez(tmp_path / "floor.npz", **_embeddings(("floor", 0)))
+    np.savez(tmp_path / "floor.npz", **_embeddings(("floor", 0), systems))
+    models = " ".join(dict.fromkeys(model for model, _ in runs))
+    seeds = " ".join(str(seed) for seed in sorted({seed for _, seed in runs}))
     appendix = tmp_path / "flags.md"  # as the cleaning stage appends its evaluation
     appendix.write_text("### Flagged training utterances, seed 0\n\n| 55 | 3 |\n")
     results = tmp_path / "RESULTS.md"
-    argv = ["--expdir", str(tmp_path / "exp"), "--models", "a b", "--seeds", "0 1",
+    argv = ["--expdir", str(tmp_path / "exp"), "--models", models, "--seeds", seeds,
             "--test_dir", str(test), "--results", str(results), "--score_norm",
             "asnorm", "--cohort_utt2spk", str(tmp_path / "cohort_utt2spk"),
             "--top_n", "2", "--floor", str(tmp_path / "floor.npz"),
             "--bootstrap", "20", "--append", str(appendix)]  # fmt: skip
     return argv, results
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    """The inputs of the hand-made systems (see write_experiment)."""
+    return write_experiment(tmp_path)
 
 
 def test_the_hand_made_scores_are_what_they_were_made_to_be():
@@ -313,10 +323,13 @@ def _edit_npz(path, **changes):
 
 
 def _replace(argv, option, value):
+    """``argv`` with ``option``'s value replaced (added when absent; None: removed)."""
     argv = list(argv)
     if value is None:
         i = argv.index(option)
         del argv[i : i + 2]
+    elif option not in argv:
+        argv += [option, value]
     else:
         argv[argv.index(option) + 1] = value
     return argv
@@ -439,6 +452,29 @@ BAD_INPUTS = {
         {"--results": "{tmp}/nowhere/R.md"}, None, 2,
         "--results {tmp}/nowhere/R.md: directory {tmp}/nowhere does not exist",
     ),
+    "a reference that is not a model": (
+        {"--references": "a c"}, None, 2,
+        "--references 'a c': c is not one of --models (a b)",
+    ),
+    "a reference twice": (
+        {"--references": "b b"}, None, 2, "--references names b twice",
+    ),
+    "json over an input": (
+        {"--json": "{tmp}/flags.md"}, None, 2,
+        "--json {tmp}/flags.md overlaps the input {tmp}/flags.md: a tool never "
+        "writes into its inputs; give an output path outside them",
+    ),
+    "json in a missing directory": (
+        {"--json": "{tmp}/nowhere/r.json"}, None, 2,
+        "--json {tmp}/nowhere/r.json: directory {tmp}/nowhere does not exist",
+    ),
+    "json is a directory": (
+        {"--json": "{tmp}/data"}, None, 2, "--json {tmp}/data is a directory",
+    ),
+    "json is the results file": (
+        {"--json": "{tmp}/RESULTS.md"}, None, 2,
+        "--json {tmp}/RESULTS.md is the --results file: give another path",
+    ),
 }  # fmt: skip
 
 
@@ -464,3 +500,136 @@ def test_bad_input_is_one_line_and_a_status(name, experiment, tmp_path, capsys):
         assert err == want + "\n"
     assert not results.exists()
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == inputs
+
+
+def _rows(text: str, title: str):
+    """The cells of each row of a section's table."""
+    return [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in _section(text, title).splitlines()
+    ]
+
+
+def _mean_std_cell(entry: dict, digits: int) -> str:
+    """The Markdown's cell for a JSON entry's mean and std."""
+    if entry["std"] is None:
+        return f"{entry['mean']:.{digits}f}"
+    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
+
+
+def _interval_cell(diff: dict) -> str:
+    if diff["low"] is None:
+        return "none"
+    return f"[{diff['low']:+.2f}, {diff['high']:+.2f}]"
+
+
+def check_json_against_markdown(data: dict, text: str) -> None:
+    """Every number of the results Markdown is the JSON's, rounded as shown; and the
+    JSON has nothing the Markdown lacks."""
+    results = data["results"]
+    means = _rows(text, "Mean ± std over training seeds")
+    assert len(means) == sum(len(per_model) for per_model in results.values())
+    for model, norm, n_seeds, eer_cell, *dcf_cells in means:
+        entry = results[norm][model]
+        assert int(n_seeds) == len(entry["seeds"])
+        assert eer_cell == _mean_std_cell(entry["eer_percent"], 2)
+        dcf = entry["mindcf_by_p_target"]
+        assert list(dcf) == ["0.05", "0.01"]
+        assert dcf_cells == [_mean_std_cell(dcf[p], 4) for p in dcf]
+    per_seed = _rows(text, "Per seed")
+    assert len(per_seed) == sum(
+        len(e["seeds"]) for per_model in results.values() for e in per_model.values()
+    )
+    for model, norm, seed, eer_cell, *dcf_cells in per_seed:
+        entry = results[norm][model]
+        assert eer_cell == f"{entry['eer_percent']['per_seed'][seed]:.2f}"
+        assert dcf_cells == [
+            f"{entry['mindcf_by_p_target'][p]['per_seed'][seed]:.4f}"
+            for p in ("0.05", "0.01")
+        ]
+    paired = [
+        [
+            d["model"],
+            d["baseline"],
+            d["scoring"],
+            f"{d['mean']:+.2f}",
+            _interval_cell(d),
+        ]
+        for d in data["paired_eer_differences"]
+    ]
+    assert _rows(text, "Paired EER differences") == paired
+
+
+def test_json_holds_the_numbers_of_the_markdown(experiment, tmp_path):
+    argv, results = experiment
+    scoring.main(argv + ["--json", str(tmp_path / "results.json")])
+    data = json.loads((tmp_path / "results.json").read_text())
+    text = results.read_text()
+    check_json_against_markdown(data, text)
+    assert data["tool"] == scoring.JSON_TOOL and data["format_version"] == 1
+    assert data["models"] == ["a", "b"] and data["seeds"] == [0, 1]
+    assert data["references"] == ["a"]
+    assert data["test_trials"] == {"total": 16, "target": 8, "non_target": 8}
+    assert data["score_normalisations"] == ["cosine", "asnorm"]
+    assert data["asnorm_top_n"] == 2 and data["floor"] == scoring.FLOOR
+    assert data["bootstrap"] == {"resamples": 20, "resampled_units": "6 speakers"}
+    assert list(data["results"]) == ["cosine", "asnorm"]
+    assert list(data["results"]["cosine"]) == ["a", "b", scoring.FLOOR]
+    # The values known by construction (EXPECTED_* above), unrounded.
+    a_cos = data["results"]["cosine"]["a"]
+    assert a_cos["eer_percent"]["per_seed"] == {"0": 25.0, "1": 0.0}
+    assert a_cos["eer_percent"]["mean"] == pytest.approx(12.5)
+    assert a_cos["eer_percent"]["std"] == pytest.approx(25 / 2**0.5)
+    floor = data["results"]["cosine"][scoring.FLOOR]
+    assert floor["seeds"] == [0] and floor["eer_percent"]["std"] is None
+    assert data["paired_eer_differences"][1] == {
+        "model": "a", "baseline": "b", "scoring": "asnorm",
+        "mean": pytest.approx(-37.5), "low": pytest.approx(-37.5),
+        "high": pytest.approx(-37.5),
+    }  # fmt: skip
+
+
+def test_json_without_intervals_or_asnorm(experiment, tmp_path):
+    argv, results = experiment
+    argv = _replace(_replace(argv, "--bootstrap", "0"), "--score_norm", "none")
+    scoring.main(argv + ["--json", str(tmp_path / "results.json")])
+    data = json.loads((tmp_path / "results.json").read_text())
+    check_json_against_markdown(data, results.read_text())
+    assert data["score_normalisations"] == ["cosine"] and data["asnorm_top_n"] is None
+    assert [(d["low"], d["high"]) for d in data["paired_eer_differences"]] == [
+        (None, None)
+    ]
+
+
+def test_references_give_each_reference_against_every_other_model(experiment, tmp_path):
+    argv, results = experiment
+    # Speaker B's trials of model b, seed 0 separated (speaker A's keep EER 50): the
+    # two speakers now differ, so the bootstrap intervals have a width.
+    path = tmp_path / "exp/b/seed0/embed/test_embeddings.npz"
+    t0 = np.load(path)["B-t0"]
+    _edit_npz(path, **{"B-t2": t0, "B-t3": t0})
+    scoring.main(argv + ["--references", "b a", "--json", str(tmp_path / "r.json")])
+    data = json.loads((tmp_path / "r.json").read_text())
+    check_json_against_markdown(data, results.read_text())
+    assert data["references"] == ["b", "a"]
+    diffs = {
+        (d["model"], d["baseline"], d["scoring"]): d
+        for d in data["paired_eer_differences"]
+    }
+    assert list(diffs) == [
+        ("b", "a", "cosine"), ("a", "b", "cosine"),
+        ("b", "a", "asnorm"), ("a", "b", "asnorm"),
+    ]  # fmt: skip
+    for norm in ("cosine", "asnorm"):
+        ab, ba = diffs["a", "b", norm], diffs["b", "a", norm]
+        assert ab["low"] < ab["mean"] < 0 and ab["mean"] < ab["high"]
+        assert ba["mean"] == -ab["mean"]
+        assert ba["low"] == pytest.approx(-ab["high"], abs=1e-9)
+        assert ba["high"] == pytest.approx(-ab["low"], abs=1e-9)
+    # The default reference (the first model) gives the same (a, b) numbers.
+    scoring.main(argv + ["--json", str(tmp_path / "default.json")])
+    default = json.loads((tmp_path / "default.json").read_text())
+    assert default["paired_eer_differences"] == [
+        diffs["a", "b", "cosine"],
+        diffs["a", "b", "asnorm"],
+    ]

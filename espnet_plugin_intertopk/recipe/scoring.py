@@ -4,9 +4,15 @@ confidence intervals, RESULTS.md.
 
 ``python -m espnet_plugin_intertopk.recipe.scoring --expdir exp --models "a a_lm b"
 --seeds "0 1 2" --test_dir data/test --results RESULTS.md [--score_norm asnorm
---cohort_utt2spk data/cohort/utt2spk] [--floor exp/mfcc_floor/test_embeddings.npz]``
+--cohort_utt2spk data/cohort/utt2spk] [--floor exp/mfcc_floor/test_embeddings.npz]
+[--references "a b"] [--json results.json]``
 reads ``<expdir>/<model>/seed<N>/embed/test_embeddings.npz`` (and
 ``cohort_embeddings.npz`` for AS-norm) of exactly the models and seeds given.
+
+Paired differences: each model of ``--references`` (default: the first of
+``--models``) minus every other model. ``--json`` also writes the results in a
+machine-readable form (``results_json``: the same numbers as the Markdown, unrounded),
+which ``scale_summary`` reads.
 
 Bootstrap (``--bootstrap`` resamples): the test speakers are drawn with replacement,
 each bringing every trial whose first utterance is theirs; on each resample the EER
@@ -21,6 +27,7 @@ file is written atomically and never over one of the inputs.
 
 import argparse
 import datetime
+import json
 import platform
 import zipfile
 from pathlib import Path
@@ -38,6 +45,10 @@ PROG = "python -m espnet_plugin_intertopk.recipe.scoring"
 
 P_TARGETS = (0.05, 0.01)
 METRICS = ("eer",) + tuple(f"mindcf@{p}" for p in P_TARGETS)
+FLOOR = "untrained floor (MFCC mean+std)"
+# What a --json file says it is (scale_summary checks it).
+JSON_TOOL = "espnet_plugin_intertopk.recipe.scoring"
+JSON_FORMAT_VERSION = 1
 
 
 def unit_embeddings(npz: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -272,6 +283,66 @@ def results_markdown(
     return "\n".join(lines) + "\n"
 
 
+def _mean_std(values: List[float]) -> Dict:
+    """Mean and standard deviation (ddof 1, as the Markdown's; None for one value)."""
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+    }
+
+
+def results_json(
+    summary: Dict[Tuple[str, str], Dict[int, Dict[str, float]]],
+    diffs: List[Tuple[str, str, str, float, Optional[float], Optional[float]]],
+    info: Dict,
+) -> str:
+    """The results as JSON: ``info`` (models, seeds, trials, ...) then, per scoring
+    and model, the per-seed EER (%) and minDCF with their mean and std over seeds,
+    then the paired EER differences; the numbers of ``results_markdown``, unrounded.
+    """
+
+    def metric(per_seed: Dict[int, Dict[str, float]], name: str) -> Dict:
+        values = {seed: per_seed[seed][name] for seed in sorted(per_seed)}
+        return {
+            "per_seed": {str(seed): v for seed, v in values.items()},
+            **_mean_std(list(values.values())),
+        }
+
+    results: Dict[str, Dict[str, Dict]] = {}
+    for (model, norm), per_seed in summary.items():
+        results.setdefault(norm, {})[model] = {
+            "seeds": sorted(per_seed),
+            "eer_percent": metric(per_seed, "eer"),
+            "mindcf_by_p_target": {
+                str(p): metric(per_seed, f"mindcf@{p}") for p in P_TARGETS
+            },
+        }
+    data = {
+        "tool": JSON_TOOL,
+        "format_version": JSON_FORMAT_VERSION,
+        **info,
+        "mindcf_costs": {"p_targets": list(P_TARGETS), "c_miss": 1, "c_fa": 1},
+        "results": results,
+        "paired_eer_difference_definition": (
+            "EER of model minus EER of baseline in percentage points, per seed on the "
+            "same trials, mean over seeds; low, high: 95 % bootstrap percentile "
+            "interval (null with --bootstrap 0); negative: the model is better"
+        ),
+        "paired_eer_differences": [
+            {
+                "model": model,
+                "baseline": base,
+                "scoring": norm,
+                "mean": point,
+                "low": low,
+                "high": high,
+            }
+            for model, base, norm, point, low, high in diffs
+        ],
+    }
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
 def embeddings_path(expdir: Path, model: str, seed: int, name: str) -> Path:
     return expdir / model / f"seed{seed}" / "embed" / f"{name}_embeddings.npz"
 
@@ -330,6 +401,21 @@ def _seeds(text: str) -> List[int]:
         raise UserError(f"--seeds {text!r}: seeds are integers", status=2) from None
 
 
+def _references(text: Optional[str], models: List[str]) -> List[str]:
+    """The models of ``--references`` (default: the first of ``models``)."""
+    if text is None:
+        return models[:1]
+    references = _names(text, "--references")
+    for name in references:
+        if name not in models:
+            raise UserError(
+                f"--references {text!r}: {name} is not one of --models "
+                f"({' '.join(models)})",
+                status=2,
+            )
+    return references
+
+
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--expdir", type=Path, required=True)
@@ -342,6 +428,14 @@ def get_parser() -> argparse.ArgumentParser:
         help="trial_label and utt2spk of the test trials",
     )
     parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument(
+        "--json", type=Path, help="also write the results as JSON (scale_summary)"
+    )
+    parser.add_argument(
+        "--references",
+        help="space-separated models whose paired EER difference against every other "
+        "model is given (default: the first of --models)",
+    )
     parser.add_argument("--score_norm", choices=("none", "asnorm"), default="none")
     parser.add_argument(
         "--cohort_utt2spk",
@@ -390,12 +484,19 @@ def check_arguments(args: argparse.Namespace) -> None:
     for option, path in named.items():
         if path is not None and not path.exists():
             raise UserError(f"{option} {path}: no such file or directory", status=2)
-    if args.results.is_dir():
-        raise UserError(f"--results {args.results} is a directory", status=2)
-    if not args.results.parent.is_dir():
+    outputs = {"--results": args.results, "--json": args.json}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        if path.is_dir():
+            raise UserError(f"{option} {path} is a directory", status=2)
+        if not path.parent.is_dir():
+            raise UserError(
+                f"{option} {path}: directory {path.parent} does not exist", status=2
+            )
+    if args.json is not None and args.json.resolve() == args.results.resolve():
         raise UserError(
-            f"--results {args.results}: directory {args.results.parent} does not exist",
-            status=2,
+            f"--json {args.json} is the --results file: give another path", status=2
         )
 
 
@@ -480,6 +581,7 @@ def read_inputs(
 def main(argv=None) -> None:
     args = get_parser().parse_args(argv)
     models, seeds = _names(args.models, "--models"), _seeds(args.seeds)
+    references = _references(args.references, models)
     check_arguments(args)
     norms = ["cosine"] + (["asnorm"] if args.score_norm == "asnorm" else [])
     runs = [(model, seed) for model in models for seed in seeds]
@@ -490,11 +592,10 @@ def main(argv=None) -> None:
         for name in sets
     }
     given = (args.cohort_utt2spk, args.floor, args.append)
-    check_apart(
-        args.results,
-        [args.test_dir, *files.values(), *(p for p in given if p is not None)],
-        "--results",
-    )
+    inputs_read = [args.test_dir, *files.values(), *(p for p in given if p is not None)]
+    check_apart(args.results, inputs_read, "--results")
+    if args.json is not None:
+        check_apart(args.json, inputs_read, "--json")
     inputs = read_inputs(args, runs, files)
     pairs, labels = inputs.trials.pairs, inputs.trials.labels
     scores: Dict[Tuple[str, str], Dict[int, np.ndarray]] = {}
@@ -506,17 +607,15 @@ def main(argv=None) -> None:
                 emb, pairs, inputs.cohorts[model, seed], args.top_n
             )
     if inputs.floor is not None:
-        scores[("untrained floor (MFCC mean+std)", "cosine")] = {
-            0: cosine_scores(inputs.floor, pairs)
-        }
+        scores[(FLOOR, "cosine")] = {0: cosine_scores(inputs.floor, pairs)}
     summary = {
         key: {seed: error_rates(s, labels) for seed, s in per_seed.items()}
         for key, per_seed in scores.items()
     }
     diffs = []
-    reference = models[0]
+    pairs = [(ref, base) for ref in references for base in models if base != ref]
     for norm in norms:
-        for base in models[1:]:
+        for reference, base in pairs:
             a = [scores[(reference, norm)][s] for s in seeds]
             b = [scores[(base, norm)][s] for s in seeds]
             if args.bootstrap:
@@ -554,6 +653,22 @@ def main(argv=None) -> None:
     if args.append is not None and args.append.stat().st_size:
         table += "\n" + args.append.read_text()
     atomic.write_text(args.results, table)
+    if args.json is not None:
+        info = {
+            "models": models,
+            "seeds": seeds,
+            "references": references,
+            "test_trials": {
+                "total": len(labels),
+                "target": n_target,
+                "non_target": len(labels) - n_target,
+            },
+            "score_normalisations": norms,
+            "asnorm_top_n": args.top_n if "asnorm" in norms else None,
+            "floor": FLOOR if inputs.floor is not None else None,
+            "bootstrap": {"resamples": args.bootstrap, "resampled_units": inputs.unit},
+        }
+        atomic.write_text(args.json, results_json(summary, diffs, info))
     print(table)
 
 

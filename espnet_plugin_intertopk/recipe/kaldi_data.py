@@ -10,8 +10,10 @@ how to convert other audio.
 
 Subcommands (``python -m espnet_plugin_intertopk.recipe.kaldi_data ...``): ``check``,
 ``shape``, ``copy``, ``holdout`` (move some training speakers into a validation
-directory with its own trial list) and ``cohort`` (a trial-style list of training
-utterances, for embedding extraction of a score-normalisation cohort). Output
+directory with its own trial list), ``cohort`` (a trial-style list of training
+utterances, for embedding extraction of a score-normalisation cohort), ``utterances``
+(each utterance of a trial list once, for embedding extraction) and ``subset`` (the
+first N speakers of a training directory, for nested scale experiments). Output
 directories carry safe_io's ownership marker: a later run replaces only directories
 with that marker, never one of the user's, and never writes into its inputs. Every list
 is written atomically.
@@ -434,6 +436,19 @@ def cohort_list(
     write_lines(out / "utt2spk", [f"{u} {s}" for s, us in chosen.items() for u in us])
 
 
+def utterance_list(trial_dir: Path, out: Path) -> None:
+    """Every utterance of ``trial_dir``'s trials once, as a trial-style list (key
+    ``u*u``) for ESPnet's embedding extraction, which reads both sides of every trial
+    it is given: on a list of each utterance once it reads each file once."""
+    trial_dir, out = Path(trial_dir), Path(out)
+    wavs: Dict[str, str] = {}
+    for side, name in enumerate(("trial.scp", "trial2.scp")):
+        for key, (_, path) in read_entries(trial_dir / name).items():
+            wavs.setdefault(key.split("*")[side], path)
+    _fresh_outputs({"out": out}, [trial_dir])
+    write_trials(out, [(u, u, 1) for u in sorted(wavs)], wavs)
+
+
 def write_shape_file(scp: Path, out: Path) -> None:
     """``<key> <num_samples>`` for every entry of a wav.scp-like file (written
     outside the list's directory: a tool never writes into its input)."""
@@ -526,6 +541,11 @@ def main(argv=None) -> None:
         default=0,
         help="only the first this many speakers (sorted names); 0 (default): all",
     )
+    utts = sub.add_parser(
+        "utterances", help="each utterance of a trial list once (for extraction)"
+    )
+    utts.add_argument("trial_dir", type=Path)
+    utts.add_argument("out", type=Path)
     sub_set = sub.add_parser(
         "subset", help="the first N speakers of a training directory (nested sets)"
     )
@@ -557,6 +577,8 @@ def main(argv=None) -> None:
                 args.n_trials,
                 args.seed,
             )
+        elif args.command == "utterances":
+            utterance_list(args.trial_dir, args.out)
         elif args.command == "subset":
             subset(args.train_dir, args.out, args.n_speakers, args.per_speaker)
         else:

@@ -44,6 +44,8 @@ cohort_speakers=0      # cohort: the first this many training speakers (sorted; 
 bootstrap=1000         # resamples for the confidence intervals
 floor=true             # add the untrained MFCC floor row
 results=RESULTS.md
+score_json=            # also write the scores as JSON there (for local/scale.sh's summary)
+score_references=      # models compared with every other (default: the first scored)
 # Stages 7-9: cleaning with the sub-centers of the stage-3 model.
 clean_threshold=55     # degrees to the dominant sub-center above which an utterance is
                        # dropped (chosen on the training data's noise truth, see README)
@@ -191,9 +193,7 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     log "stage 2: shape files"
     mkdir -p "${dump}"
     ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape "${data}/train/wav.scp" "${dump}/train_shape"
-    for set in valid test cohort; do
-        ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape "${data}/${set}/trial.scp" "${dump}/${set}_shape"
-    done
+    ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape "${data}/valid/trial.scp" "${dump}/valid_shape"
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
@@ -222,22 +222,30 @@ remove_scratch() {
     fi
     rm -rf "$1"
 }
+# ESPnet's extraction reads both sides of every trial it is given (each file about
+# 2 x trials / utterances times); it is given each utterance once instead
+# (kaldi_data utterances, in the scratch directory: ESPnet names its output
+# <list directory>_embeddings.npz).
 extract() {
-    local m="$1" set="$2"
-    remove_scratch "${m}/embed_${set}" || return 1
-    mkdir -p "${m}/embed" "${m}/embed_${set}"
-    echo run.sh > "${m}/embed_${set}/${marker}"
-    ${python} -m espnet_plugin_intertopk.bin.spk_embed_extract \
+    local m="$1" set="$2" scratch="$1/embed_$2"
+    remove_scratch "${scratch}" || return 1
+    mkdir -p "${m}/embed" "${scratch}"
+    echo run.sh > "${scratch}/${marker}"
+    { ${python} -m espnet_plugin_intertopk.recipe.kaldi_data utterances "${data}/${set}" \
+          "${scratch}/utterances" \
+      && ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape \
+          "${scratch}/utterances/trial.scp" "${scratch}/utterances_shape" \
+      && ${python} -m espnet_plugin_intertopk.bin.spk_embed_extract \
         --spk_train_config "${m}/config.yaml" --spk_model_file "${m}/valid.eer.best.pth" \
-        --output_dir "${m}/embed_${set}" --ngpu "${ngpu}" --num_eval "${extract_num_eval}" \
+        --output_dir "${scratch}" --ngpu "${ngpu}" --num_eval "${extract_num_eval}" \
         --target_duration "${extract_duration}" \
-        --data_path_and_name_and_type "${data}/${set}/trial.scp,speech,sound" \
-        --data_path_and_name_and_type "${data}/${set}/trial2.scp,speech2,sound" \
-        --data_path_and_name_and_type "${data}/${set}/trial_label,spk_labels,text" \
-        --shape_file "${dump}/${set}_shape" --fold_length 120000 \
-        > "${m}/embed_${set}.log" 2>&1 || { tail -n 30 "${m}/embed_${set}.log"; return 1; }
-    mv "${m}/embed_${set}/${set}_embeddings.npz" "${m}/embed/"
-    remove_scratch "${m}/embed_${set}"
+        --data_path_and_name_and_type "${scratch}/utterances/trial.scp,speech,sound" \
+        --data_path_and_name_and_type "${scratch}/utterances/trial2.scp,speech2,sound" \
+        --data_path_and_name_and_type "${scratch}/utterances/trial_label,spk_labels,text" \
+        --shape_file "${scratch}/utterances_shape" --fold_length 120000
+    } > "${m}/embed_${set}.log" 2>&1 || { tail -n 30 "${m}/embed_${set}.log"; return 1; }
+    mv "${scratch}/utterances_embeddings.npz" "${m}/embed/${set}_embeddings.npz"
+    remove_scratch "${scratch}"
 }
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
@@ -258,17 +266,19 @@ fi
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     models_to_score="${score_models:-${names[*]}}"
     log "stage 6: scoring ${models_to_score} (seeds ${score_seeds:-${train_seed}}) -> ${results}"
-    floor_args=()
+    score_args=()
+    if [ -n "${score_json}" ]; then score_args+=(--json "${score_json}"); fi
+    if [ -n "${score_references}" ]; then score_args+=(--references "${score_references}"); fi
     if [ "${floor}" = true ]; then
         ${python} -m espnet_plugin_intertopk.recipe.mfcc_floor --train_dir "${data}/train" \
             --test_dir "${data}/test" --out "${expdir}/mfcc_floor/test_embeddings.npz"
-        floor_args=(--floor "${expdir}/mfcc_floor/test_embeddings.npz")
+        score_args+=(--floor "${expdir}/mfcc_floor/test_embeddings.npz")
     fi
     ${python} -m espnet_plugin_intertopk.recipe.scoring --expdir "${expdir}" \
         --models "${models_to_score}" --seeds "${score_seeds:-${train_seed}}" \
         --test_dir "${data}/test" --results "${results}" --score_norm "${score_norm}" \
         --cohort_utt2spk "${data}/cohort/utt2spk" --top_n "${top_n}" --bootstrap "${bootstrap}" \
-        "${floor_args[@]}"
+        "${score_args[@]}"
 fi
 # Stages 7-9: the cleaning of the training data with the stage-3 model's sub-centers.
 cleaning="${exp}/cleaning_th${clean_threshold}"

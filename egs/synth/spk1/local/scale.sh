@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# The scale experiment: where the loss helps as the number of training speakers grows,
+# and which of its parts does. One corpus of the largest scale's training speakers
+# plus 40 validation and 40 test speakers (8 utterances each); the smaller scales train
+# on its first N speakers (nested sets), so that every point shares the validation
+# trials (checkpoint selection), the test trials and the AS-norm cohort (one utterance
+# of each of the first 100 training speakers, in every scale's training set).
+# Training: conf/scale/*.yaml (the recipe's defaults shrunk alike for every run, 800
+# steps at every scale; see their headers).
+#
+#   local/scale.sh [--jobs 2] [--seeds "0 1 2"] [--scales "1000 300 100"] \
+#       [--parts "curve ablation grouped"] [--score_only true] [run.sh options...]
+#
+# --score_only true: no training or extraction, only the scoring of the parts and the
+# curve's summary (RESULTS_scale.md, images/scale_curve.png).
+#
+# Parts (each run once per seed, side by side with --jobs):
+#   curve     at each scale: the plugin (+ LM), ESPnet's copy, AAM-softmax
+#             -> RESULTS_scale<N>.md (exp/scale<N>)
+#   ablation  at the largest scale, one part of the plugin off at a time: K 1, k_top 0,
+#             constant margin, k_top 5 (k_top 10 is the default); LM off is the curve's
+#             plugin without its LM -> RESULTS_scale<N>_ablation.md
+#   grouped   the curve's losses on a corpus whose speakers come in groups of 5 that
+#             share one voice but for pitch and tract length, with half of the test's
+#             non-target trials within groups (the validation list: every pair)
+#             -> RESULTS_scale<N>_grouped.md (exp/scale<N>_grouped)
+# Each RESULTS file has a JSON twin (.json) that local/scale_summary.sh reads.
+# Each run's wall time goes to exp/scale_walltime.tsv, its log to
+# exp/scale<N>[_grouped]/<model>_seed<S>.log. Rerunning it resumes: a finished
+# training run stays finished (its embeddings are extracted again).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. local/job_pool.sh
+seeds="0 1 2"
+scales="1000 300 100"
+parts="curve ablation grouped"
+score_only=false
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --score_only) score_only="$2"; shift 2 ;;
+        --seeds) seeds="$2"; shift 2 ;;
+        --scales) scales="$2"; shift 2 ;;
+        --parts) parts="$2"; shift 2 ;;
+        --jobs) pool_jobs="$2"; shift 2 ;;
+        *) break ;;
+    esac
+done
+for part in ${parts}; do
+    case "${part}" in curve|ablation|grouped) ;;
+        *) echo "$0: --parts '${part}': must be curve, ablation or grouped" >&2; exit 1 ;;
+    esac
+done
+case "${score_only}" in true|false) ;;
+    *) echo "$0: --score_only '${score_only}': must be true or false" >&2; exit 1 ;;
+esac
+for n in ${scales}; do
+    [[ "${n}" =~ ^[0-9]+$ ]] && [ "${n}" -ge 100 ] \
+        || { echo "$0: --scales '${n}': scales are integers >= 100 (the cohort's 100 speakers)" >&2; exit 1; }
+done
+largest="$(printf '%s\n' ${scales} | sort -n | tail -n 1)"
+corpus_args=(--n_train_speakers "${largest}" --n_valid_speakers 40 --n_test_speakers 40
+             --utts_per_speaker 8 --valid_utts_per_speaker 8 --test_utts_per_speaker 8)
+grouped_args=(--group_size 5 --within_group_nontargets 0.5)
+common=(--train_config conf/scale/train.yaml --lm_config conf/scale/train_lm.yaml
+        --extract_num_eval 1 --cohort_speakers 100 --cohort_utts_per_speaker 1)
+
+# Data of one point: $1 scale, $2 name suffix ("" or _grouped), $3... corpus options.
+# Prints the run.sh options that select the point's data and experiment directory.
+point_args() {
+    echo --data "data_scale$1$2" --dump "dump_scale$1$2" --expdir "exp/scale$1$2"
+}
+prepare() {
+    local n="$1" suffix="$2"; shift 2
+    local corpus="downloads/scale${largest}${suffix}_seed0"
+    ${pool_python} -m espnet_plugin_intertopk.recipe.synthetic_corpus "${corpus}" \
+        "${corpus_args[@]}" "$@"
+    ${pool_python} -m espnet_plugin_intertopk.recipe.kaldi_data subset "${corpus}/train" \
+        "${corpus}_train${n}" --n_speakers "${n}"
+    # shellcheck disable=SC2046
+    ./run.sh --stop_stage 2 --train_dir "${corpus}_train${n}" --valid_dir "${corpus}/valid" \
+        --test_dir "${corpus}/test" "${common[@]}" $(point_args "${n}" "${suffix}")
+}
+
+# One model: $1 scale, $2 suffix, $3 seed, $4 model name, $5 loss, $6 use_lm,
+# $7 extra spk_train arguments; the rest go to run.sh.
+train_one() {
+    local n="$1" suffix="$2" seed="$3" tag="$4" loss="$5" lm="$6" extra="$7"
+    shift 7
+    local start
+    start="$(date +%s)"
+    # shellcheck disable=SC2046
+    ./run.sh --stage 3 --stop_stage 5 "${common[@]}" $(point_args "${n}" "${suffix}") \
+        --loss "${loss}" --tag "${tag}" --train_seed "${seed}" --use_lm "${lm}" \
+        --train_args "${extra}" "$@" > "exp/scale${n}${suffix}/${tag}_seed${seed}.log" 2>&1 \
+        || { echo "scale: ${n}${suffix} ${tag} seed ${seed} failed," \
+                  "see exp/scale${n}${suffix}/${tag}_seed${seed}.log"; return 1; }
+    printf '%s\t%s\t%s\t%s\n' "scale${n}${suffix}" "${tag}" "${seed}" \
+        "$(( $(date +%s) - start ))" >> exp/scale_walltime.tsv
+}
+
+# The curve's three losses: name | loss | use_lm | extra arguments.
+curve_models=(
+    "aamsoftmax_sc_topk|aamsoftmax_sc_topk|true|"
+    "aamsoftmax_sc_topk_espnet|aamsoftmax_sc_topk_espnet|false|"
+    "aamsoftmax|aamsoftmax|false|"
+)
+ablation_models=(
+    "ablation_K1|aamsoftmax_sc_topk|false|--loss_conf K=1"
+    "ablation_k_top0|aamsoftmax_sc_topk|false|--loss_conf k_top=0"
+    "ablation_constant_margin|aamsoftmax_sc_topk|false|--margin_scheduler none"
+    "ablation_k_top5|aamsoftmax_sc_topk|false|--loss_conf k_top=5"
+)
+queue() {
+    local n="$1" suffix="$2" spec seed; shift 2
+    for seed in ${seeds}; do
+        for spec in "$@"; do
+            IFS='|' read -r tag loss lm extra <<< "${spec}"
+            echo "scale: ${n}${suffix} ${tag} seed ${seed}"
+            pool_run train_one "${n}" "${suffix}" "${seed}" "${tag}" "${loss}" "${lm}" "${extra}"
+        done
+    done
+}
+# The plugin with and without LM are each compared with every other model.
+score() {
+    local n="$1" suffix="$2" results="$3" models="$4"
+    # shellcheck disable=SC2046
+    ./run.sh --stage 6 --stop_stage 6 "${common[@]}" $(point_args "${n}" "${suffix}") \
+        --score_seeds "${seeds}" --score_models "${models}" --results "${results}.md" \
+        --score_json "${results}.json" \
+        --score_references "aamsoftmax_sc_topk_lm aamsoftmax_sc_topk"
+}
+
+mkdir -p exp
+has() { [[ " ${parts} " == *" $1 "* ]]; }
+if [ "${score_only}" = false ]; then
+    # The largest scale first: it carries the ablation and the grouped variant.
+    for n in $(printf '%s\n' ${scales} | sort -rn); do
+        if has curve || { [ "${n}" = "${largest}" ] && has ablation; }; then
+            prepare "${n}" ""
+            mkdir -p "exp/scale${n}"
+        fi
+        if has curve; then queue "${n}" "" "${curve_models[@]}"; fi
+        if [ "${n}" = "${largest}" ] && has ablation; then
+            queue "${n}" "" "${ablation_models[@]}"
+        fi
+    done
+    if has grouped; then
+        prepare "${largest}" _grouped "${grouped_args[@]}"
+        mkdir -p "exp/scale${largest}_grouped"
+        queue "${largest}" _grouped "${curve_models[@]}"
+    fi
+    pool_wait
+fi
+
+curve="aamsoftmax_sc_topk_lm aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet aamsoftmax"
+if has curve; then
+    points=()
+    for n in ${scales}; do
+        score "${n}" "" "RESULTS_scale${n}" "${curve}"
+        points+=(--point "${n}=RESULTS_scale${n}.json")
+    done
+    mkdir -p images
+    ${pool_python} -m espnet_plugin_intertopk.recipe.scale_summary "${points[@]}" \
+        --walltime exp/scale_walltime.tsv --out RESULTS_scale.md --plot images/scale_curve.png
+fi
+if has ablation; then
+    score "${largest}" "" "RESULTS_scale${largest}_ablation" \
+        "aamsoftmax_sc_topk ablation_K1 ablation_k_top0 ablation_constant_margin ablation_k_top5 aamsoftmax_sc_topk_lm"
+fi
+if has grouped; then
+    score "${largest}" _grouped "RESULTS_scale${largest}_grouped" "${curve}"
+fi

@@ -6,13 +6,14 @@ every relative link and #anchor resolves.
 
 Nothing is run: a tool's parser is its ``get_parser()``, or the parser its ``main()``
 builds, caught at ``parse_args`` before it reads anything; a shell script's options
-are the variables it sets before sourcing ``parse_options.sh`` (run.sh), or its own
-``--name)`` cases plus run.sh's where it hands ``"$@"`` to run.sh (run_recipe.sh, the
-recipe's local/ scripts). Only fenced blocks marked bash/sh/shell/console are read.
-Their commands run from the repository root (the recipe's README: from the recipe);
-a ``cd`` changes that, and after a ``cd`` out of this repository (ESPnet's own
-recipe) a command is only checked for the ``conf/`` files it names and the plugin's
-interpreter.
+are the variables it sets before sourcing ``parse_options.sh`` (run.sh, local/data.sh),
+or its own ``--name)`` cases plus run.sh's where it hands ``"$@"`` to run.sh
+(run_recipe.sh, the recipe's local/ scripts; a ``"$@"`` inside a shell function is that
+function's arguments, not the script's: local/scale.sh). Only fenced blocks marked
+bash/sh/shell/console are read. Their commands run from the repository root (the
+recipe's README: from the recipe); a ``cd`` changes that, and after a ``cd`` out of
+this repository (ESPnet's own recipe) a command is only checked for the ``conf/`` files
+it names and the plugin's interpreter.
 """
 
 import argparse
@@ -262,6 +263,25 @@ def script_parser(path: Path) -> argparse.ArgumentParser:
     return _parser_of_main(module.main, str(path))
 
 
+def _outside_functions(lines: List[str]) -> List[str]:
+    """The lines of a shell script outside its function bodies (``name() {`` to the
+    ``}`` at that indentation, or ``name() { ...; }`` on one line), where ``"$@"`` is
+    the script's own arguments rather than a function's."""
+    out: List[str] = []
+    end: Optional[str] = None  # the line that closes the function being skipped
+    for line in lines:
+        if end is not None:
+            if line.rstrip() == end:
+                end = None
+            continue
+        match = re.match(r"(\s*)(?:function\s+)?[A-Za-z_][\w-]*\s*\(\)\s*\{(.*)$", line)
+        if match is None:
+            out.append(line)
+        elif not match.group(2).rstrip().endswith("}"):
+            end = match.group(1) + "}"
+    return out
+
+
 @functools.lru_cache(maxsize=None)
 def shell_options(path: Path) -> Optional[Set[str]]:
     """The ``--options`` a shell script takes; None where it hands them on to a tool
@@ -269,7 +289,7 @@ def shell_options(path: Path) -> Optional[Set[str]]:
     text = path.read_text()
     lines = text.splitlines()
     for i, line in enumerate(lines):
-        if re.match(r"\s*\.\s+\S*parse_options\.sh", line):
+        if re.match(r"\s*\.\s+.*parse_options\.sh", line):
             names = set()
             for earlier in lines[:i]:
                 match = re.match(r"([A-Za-z_]\w*)=", earlier)
@@ -283,7 +303,7 @@ def shell_options(path: Path) -> Optional[Set[str]]:
     ]
     if forwards:
         return own | shell_options(RUN_SH)
-    if re.search(r"\"\$@\"", text):
+    if any(re.search(r"\"\$@\"", line) for line in _outside_functions(lines)):
         return None
     return own
 
@@ -493,15 +513,18 @@ def test_the_checks_catch_a_made_up_option_and_a_broken_link(tmp_path):
         f"cd {RECIPE}\n"
         "./run.sh --stage 3 --no_such_variable 1\n"
         "bash local/label_noise.sh --jobs 2 --stop_stage 9 --nope 1\n"
+        "bash local/scale.sh --jobs 2 --parts curve --stage 3\n"
         "```\n"
     )
     found = [p for c in commands_in(doc, tmp_path) for p in command_problems(c)]
-    assert len(found) == 5, found
+    assert len(found) == 6, found
     assert "no option --made_up" in found[0]
     assert "no option --invented" in found[1]
     assert "no module espnet_plugin_intertopk.recipe.no_such_tool" in found[2]
     assert "run.sh has no option --no_such_variable" in found[3]
     assert "label_noise.sh has no option --nope" in found[4]
+    # scale.sh: its own options only (its "$@" are its functions' arguments).
+    assert "scale.sh has no option --stage" in found[5]
     problems = link_problems(doc)
     assert len(problems) == 2 and "missing.md" in problems[0], problems
     assert "#nothing" in problems[1]

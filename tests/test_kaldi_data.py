@@ -1,5 +1,6 @@
 """Data-directory tools: checks with clear errors, the validation hold-out, the cohort
-list, nested training subsets, trial lists; input directories are only read."""
+list, nested training subsets, trial lists, the utterances of a trial list; input
+directories are only read."""
 
 import itertools
 import shutil
@@ -10,6 +11,7 @@ import soundfile
 
 from espnet_plugin_intertopk.recipe import kaldi_data
 from espnet_plugin_intertopk.recipe.kaldi_data import DataDirError, read_map
+from espnet_plugin_intertopk.safe_io import ownership
 
 from conftest import digest, trial_kinds
 
@@ -67,6 +69,7 @@ def test_no_subcommand_writes_into_its_input(small_corpus, tmp_path):
         + ["--n_speakers", "2", "--n_trials", "8"],
         ["cohort", str(train), str(tmp_path / "cohort")],
         ["subset", str(train), str(tmp_path / "subset"), "--n_speakers", "2"],
+        ["utterances", str(test), str(tmp_path / "utterances")],
     ):
         kaldi_data.main(argv)
         assert _tree(small_corpus) == before, argv
@@ -75,6 +78,7 @@ def test_no_subcommand_writes_into_its_input(small_corpus, tmp_path):
         train / "wav.scp"
     ).read_bytes()
     assert (tmp_path / "cohort" / "trial.scp").stat().st_size > 0
+    assert (tmp_path / "utterances" / "trial2.scp").stat().st_size > 0
 
 
 def test_holdout_splits_speakers_and_makes_validation_trials(small_corpus, tmp_path):
@@ -206,6 +210,63 @@ def test_subset_refuses_more_speakers_or_a_directory_it_did_not_make(
     status, err = _cli(["subset", src, tmp_path / "bad"], capsys)
     assert status == 2 and "--n_speakers" in err and "required" in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_utterances_lists_each_utterance_of_the_trials_once(small_corpus, tmp_path,
+                                                            capsys):  # fmt: skip
+    src = small_corpus / "test"
+    out = tmp_path / "utts"
+    assert _cli(["utterances", src, out], capsys) == (0, "")
+    wavs = read_map(src / "wav.scp")
+    sides = [k.split("*") for k in read_map(src / "trial_label")]
+    utts = sorted({u for pair in sides for u in pair})
+    assert len(utts) < 2 * len(sides)  # utterances in several trials: listed once
+    keys = [f"{u}*{u}" for u in utts]
+    for name in ("trial.scp", "trial2.scp"):
+        assert [line.split()[0] for line in _lines(out / name)] == keys  # sorted, once
+        assert read_map(out / name) == {f"{u}*{u}": wavs[u] for u in utts}
+    assert _lines(out / "trial_label") == [f"{k} 1" for k in keys]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [ownership.MARKER, "trial.scp", "trial2.scp", "trial_label"]
+
+
+def _hand_made_trials(directory, pairs):
+    """trial.scp, trial2.scp and trial_label of ``pairs``, each side's path naming the
+    list that gives it."""
+    directory.mkdir(exist_ok=True)
+    _write(directory / "trial.scp", [f"{x}*{y} /first/{x}.wav" for x, y in pairs])
+    _write(directory / "trial2.scp", [f"{x}*{y} /second/{y}.wav" for x, y in pairs])
+    _write(directory / "trial_label", [f"{x}*{y} 0" for x, y in pairs])
+    return directory
+
+
+def test_utterances_takes_each_sides_path_from_its_own_list(tmp_path, capsys):
+    # "b" only ever second, "c" only first, "a" and "e" on both sides.
+    pairs = [("a", "b"), ("c", "b"), ("a", "e"), ("e", "a")]
+    trials = _hand_made_trials(tmp_path / "trials", pairs)
+    out = tmp_path / "out"
+    assert _cli(["utterances", trials, out], capsys) == (0, "")
+    # trial.scp is read first: an utterance it names keeps that path.
+    expected = {"a": "/first/a.wav", "b": "/second/b.wav", "c": "/first/c.wav",
+                "e": "/first/e.wav"}  # fmt: skip
+    for name in ("trial.scp", "trial2.scp"):
+        assert _lines(out / name) == [f"{u}*{u} {p}" for u, p in expected.items()]
+    assert _lines(out / "trial_label") == [f"{u}*{u} 1" for u in expected]
+    # Without the trial e*a, e is only ever second: its path is trial2.scp's.
+    _hand_made_trials(trials, pairs[:3])
+    assert _cli(["utterances", trials, out], capsys) == (0, "")
+    expected["e"] = "/second/e.wav"
+    assert _lines(out / "trial.scp") == [f"{u}*{u} {p}" for u, p in expected.items()]
+
+
+def test_utterances_without_trial2_is_one_line(small_corpus, tmp_path, capsys):
+    trials = _copy(small_corpus, tmp_path, "test")
+    (trials / "trial2.scp").unlink()
+    out = tmp_path / "out"
+    status, err = _cli(["utterances", trials, out], capsys)
+    assert status == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"kaldi_data: error: {trials / 'trial2.scp'}: cannot read")
+    assert not out.exists()
 
 
 def _grouped(n_speakers=6, per_speaker=3, group_size=3):
@@ -453,6 +514,7 @@ def test_argument_errors_exit_2_with_usage(small_corpus, tmp_path, capsys, optio
 
 def test_an_output_that_overlaps_an_input_is_refused(small_corpus, tmp_path, capsys):
     d = _copy(small_corpus, tmp_path, "train")
+    t = _copy(small_corpus, tmp_path, "test")
     before = digest(tmp_path)
     for argv in (
         ["copy", "train", d, d],
@@ -463,6 +525,8 @@ def test_an_output_that_overlaps_an_input_is_refused(small_corpus, tmp_path, cap
         ["cohort", d, d / "cohort"],
         ["subset", d, d / "subset", "--n_speakers", "2"],
         ["subset", d, tmp_path, "--n_speakers", "2"],
+        ["utterances", t, t / "utterances"],
+        ["utterances", t, tmp_path],
         ["shape", d / "wav.scp", d / "wav.scp"],
         ["shape", d / "wav.scp", d / "shape"],
     ):
@@ -482,6 +546,9 @@ def test_outputs_replace_only_what_the_tool_made(small_corpus, tmp_path, capsys)
     assert [p.name for p in users.iterdir()] == ["notes.txt"]
     status, err = _cli(["cohort", src, users], capsys)
     assert status == 2 and [p.name for p in users.iterdir()] == ["notes.txt"]
+    status, err = _cli(["utterances", small_corpus / "test", users], capsys)
+    assert status == 2 and "not made by kaldi_data" in err and err.count("\n") == 1
+    assert [p.name for p in users.iterdir()] == ["notes.txt"]
     # Its own output: replaced whole (nothing of the earlier run stays).
     out = tmp_path / "out"
     assert _cli(["copy", "train", src, out], capsys)[0] == 0

@@ -1,8 +1,9 @@
-"""The recipe's guards, which act before any stage runs Python: option checks, the
-user's lists inside the recipe's data directory, and the directories the recipe
-removes. Each run stops at a guard (or at a stand-in ``--python false``), so these
-take well under a second."""
+"""The recipe's guards, which act before any stage runs Python: option checks (run.sh's
+and local/scale.sh's), the user's lists inside the recipe's data directory, and the
+directories the recipe removes; and the scoring options run.sh hands on. Each run stops
+at a guard (or runs a stand-in ``--python``), so these take well under a second."""
 
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -18,9 +19,11 @@ def recipe(tmp_path) -> Path:
     return copy_recipe(tmp_path)
 
 
-def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
+def run(
+    recipe: Path, *args: str, script: str = "run.sh"
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(recipe / "run.sh"), *args],
+        ["bash", str(recipe / script), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -55,6 +58,66 @@ def test_a_bad_option_stops_the_recipe_before_any_stage(recipe, args, message):
     assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
     assert proc.stdout == ""  # no stage ran, no "done"
     assert sorted(p.name for p in recipe.iterdir()) == ["conf", "local", "run.sh"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--parts", "foo"], "--parts 'foo': must be curve, ablation or grouped"),
+        (["--parts", "curve foo"], "--parts 'foo': must be curve, ablation or grouped"),
+        (["--scales", "50"], "--scales '50': scales are integers >= 100"),
+        (["--scales", "1000 3e2"], "--scales '3e2': scales are integers >= 100"),
+        (["--score_only", "maybe"], "--score_only 'maybe': must be true or false"),
+    ],
+)
+def test_a_bad_option_stops_the_scale_experiment_before_anything(recipe, args,
+                                                                 message):  # fmt: skip
+    local = sorted(p.name for p in (recipe / "local").iterdir())
+    proc = run(recipe, "--jobs", "2", *args, script="local/scale.sh")
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    assert proc.stdout == ""  # no part started
+    # Nothing made: no exp/ (its wall-time table), data, corpus or results.
+    assert sorted(p.name for p in recipe.iterdir()) == ["conf", "local", "run.sh"]
+    assert sorted(p.name for p in (recipe / "local").iterdir()) == local
+
+
+def _recording_python(directory: Path) -> Path:
+    """A stand-in for --python that appends each command line it gets to
+    ``<itself>.calls`` (one per line, shell-quoted) and succeeds."""
+    stub = directory / "python"
+    stub.write_text(
+        '#!/usr/bin/env bash\nprintf "%q " "$@" >> "$0.calls"\necho >> "$0.calls"\n'
+    )
+    stub.chmod(0o755)
+    return stub
+
+
+def _values(argv, option):
+    return [argv[i + 1] for i, token in enumerate(argv[:-1]) if token == option]
+
+
+def test_score_json_and_references_reach_the_scoring(recipe, tmp_path):
+    stub = _recording_python(tmp_path)
+    calls = Path(f"{stub}.calls")
+    stage_6 = ["--stage", "6", "--stop_stage", "6", "--python", str(stub)]
+    references = "aamsoftmax_sc_topk_lm aamsoftmax"
+    proc = run(recipe, *stage_6, "--score_json", "scores dir/s.json",
+               "--score_references", references)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    floor, scoring = [shlex.split(line) for line in calls.read_text().splitlines()]
+    assert floor[:2] == ["-m", "espnet_plugin_intertopk.recipe.mfcc_floor"]
+    assert scoring[:2] == ["-m", "espnet_plugin_intertopk.recipe.scoring"]
+    assert _values(scoring, "--json") == ["scores dir/s.json"]
+    assert _values(scoring, "--references") == [references]  # one argument
+    assert _values(scoring, "--floor") == ["exp/mfcc_floor/test_embeddings.npz"]
+    # Without them (and without the floor): scoring's defaults, no empty values.
+    calls.unlink()
+    proc = run(recipe, *stage_6, "--floor", "false")
+    assert proc.returncode == 0, proc.stderr
+    (scoring,) = [shlex.split(line) for line in calls.read_text().splitlines()]
+    assert scoring[:2] == ["-m", "espnet_plugin_intertopk.recipe.scoring"]
+    assert not {"--json", "--references", "--floor"} & set(scoring)
 
 
 @pytest.mark.parametrize(

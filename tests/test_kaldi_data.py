@@ -269,6 +269,30 @@ def test_utterances_without_trial2_is_one_line(small_corpus, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "first, second, message",
+    [
+        (["a*b /x/a.wav", "c /x/c.wav"], ["a*b /x/b.wav", "c /x/c.wav"],
+         "trial.scp:2: trial key 'c' is not <uttA>*<uttB>"),
+        (["a*b /x/a.wav", "a*b*c /x/a.wav"], ["a*b /x/b.wav", "a*b*c /x/c.wav"],
+         "trial.scp:2: trial key 'a*b*c' is not <uttA>*<uttB>"),
+        (["a*b /x/a.wav", "a*c /x/a.wav"], ["a*b /x/b.wav"],
+         "trial.scp and trial2.scp list other trials (a*c is in one only)"),
+    ],
+)  # fmt: skip
+def test_utterances_refuses_malformed_trial_keys(tmp_path, capsys, first, second,
+                                                 message):  # fmt: skip
+    trials = tmp_path / "trials"
+    trials.mkdir()
+    _write(trials / "trial.scp", first)
+    _write(trials / "trial2.scp", second)
+    out = tmp_path / "out"
+    status, err = _cli(["utterances", trials, out], capsys)
+    assert status == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert message in err
+    assert not out.exists()
+
+
 def _grouped(n_speakers=6, per_speaker=3, group_size=3):
     """speaker -> utterances, utterance -> speaker, speaker -> group."""
     utts = {

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import List
 
+import numpy as np
 import pytest
 
 from espnet_plugin_intertopk.recipe.kaldi_data import read_map
@@ -94,7 +95,7 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
     exp = recipe / "exp"
     for f in (
         "data/train/category2utt", "data/valid/trial_label", "data/cohort/utt2spk",
-        "dump/train_shape", "dump/valid_shape", "dump/test_shape",
+        "dump/train_shape", "dump/valid_shape",
         "exp/aamsoftmax_sc_topk/seed0/valid.eer.best.pth",
         "exp/aamsoftmax_sc_topk_lm/seed0/valid.eer.best.pth",
         "exp/aamsoftmax_sc_topk/seed0/embed/test_embeddings.npz",
@@ -102,6 +103,18 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
         "exp/aamsoftmax_sc_topk_lm/seed0/embed/test_embeddings.npz",
     ):  # fmt: skip
         assert (recipe / f).exists(), f
+    # Each test and cohort utterance is embedded once, from a list of each once (not
+    # from the trial list, whose every utterance ESPnet would read about 2 x trials /
+    # utterances times); the scratch directories are gone.
+    model = exp / "aamsoftmax_sc_topk" / "seed0"
+    for name in ("test", "cohort"):
+        utts = sorted({u for line in (recipe / f"data/{name}/trial_label").read_text()
+                       .splitlines() for u in line.split()[0].split("*")})
+        embedded = np.load(model / "embed" / f"{name}_embeddings.npz")
+        assert sorted(embedded.files) == utts
+        assert not (model / f"embed_{name}").exists()
+    extraction_log = (model / "embed_test.log").read_text()
+    assert "embed_test/utterances/trial.scp" in extraction_log
     # Checkpoints are selected on the validation trials; the test trials are not read
     # before stage 5.
     config = (exp / "aamsoftmax_sc_topk" / "seed0" / "config.yaml").read_text()

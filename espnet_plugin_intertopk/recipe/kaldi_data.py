@@ -441,10 +441,23 @@ def utterance_list(trial_dir: Path, out: Path) -> None:
     ``u*u``) for ESPnet's embedding extraction, which reads both sides of every trial
     it is given: on a list of each utterance once it reads each file once."""
     trial_dir, out = Path(trial_dir), Path(out)
+    sides = [read_entries(trial_dir / n) for n in ("trial.scp", "trial2.scp")]
+    if sides[0].keys() != sides[1].keys():
+        odd = sorted(sides[0].keys() ^ sides[1].keys())[0]
+        raise DataDirError(
+            f"{trial_dir}: trial.scp and trial2.scp list other trials ({odd} is in "
+            "one only): both list every trial key"
+        )
     wavs: Dict[str, str] = {}
-    for side, name in enumerate(("trial.scp", "trial2.scp")):
-        for key, (_, path) in read_entries(trial_dir / name).items():
-            wavs.setdefault(key.split("*")[side], path)
+    for side, entries in enumerate(sides):
+        for key, (n, path) in entries.items():
+            utts = key.split("*")
+            if len(utts) != 2 or not all(utts):
+                raise DataDirError(
+                    f"{trial_dir}/{('trial.scp', 'trial2.scp')[side]}:{n}: trial key "
+                    f"{key!r} is not <uttA>*<uttB>"
+                )
+            wavs.setdefault(utts[side], path)
     _fresh_outputs({"out": out}, [trial_dir])
     write_trials(out, [(u, u, 1) for u in sorted(wavs)], wavs)
 

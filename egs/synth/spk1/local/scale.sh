@@ -9,7 +9,7 @@
 # steps at every scale; see their headers).
 #
 #   local/scale.sh [--jobs 2] [--seeds "0 1 2"] [--scales "1000 300 100"] \
-#       [--parts "curve ablation grouped"] [--score_only true] [run.sh options...]
+#       [--parts "curve ablation grouped"] [--score_only true]
 #
 # --score_only true: no training or extraction, only the scoring of the parts and the
 # curve's summary (RESULTS_scale.md, images/scale_curve.png).
@@ -24,7 +24,8 @@
 #             share one voice but for pitch and tract length, with half of the test's
 #             non-target trials within groups (the validation list: every pair)
 #             -> RESULTS_scale<N>_grouped.md (exp/scale<N>_grouped)
-# Each RESULTS file has a JSON twin (.json) that local/scale_summary.sh reads.
+# Each RESULTS file has a JSON twin (.json); the curve's are summarised into
+# RESULTS_scale.md and images/scale_curve.png (recipe.scale_summary).
 # Each run's wall time goes to exp/scale_walltime.tsv, its log to
 # exp/scale<N>[_grouped]/<model>_seed<S>.log. Rerunning it resumes: a finished
 # training run stays finished (its embeddings are extracted again).
@@ -42,7 +43,8 @@ while [ $# -gt 0 ]; do
         --scales) scales="$2"; shift 2 ;;
         --parts) parts="$2"; shift 2 ;;
         --jobs) pool_jobs="$2"; shift 2 ;;
-        *) break ;;
+        *) echo "$0: unknown option '$1' (options: --jobs --seeds --scales --parts --score_only)" >&2
+           exit 1 ;;
     esac
 done
 for part in ${parts}; do
@@ -50,6 +52,10 @@ for part in ${parts}; do
         *) echo "$0: --parts '${part}': must be curve, ablation or grouped" >&2; exit 1 ;;
     esac
 done
+[[ "${pool_jobs}" =~ ^[1-9][0-9]*$ ]] \
+    || { echo "$0: --jobs '${pool_jobs}': must be a positive integer" >&2; exit 1; }
+[[ "${seeds}" =~ ^[0-9]+( [0-9]+)*$ ]] \
+    || { echo "$0: --seeds '${seeds}': must be integers separated by spaces" >&2; exit 1; }
 case "${score_only}" in true|false) ;;
     *) echo "$0: --score_only '${score_only}': must be true or false" >&2; exit 1 ;;
 esac
@@ -141,6 +147,8 @@ if [ "${score_only}" = false ]; then
         fi
         if has curve; then queue "${n}" "" "${curve_models[@]}"; fi
         if [ "${n}" = "${largest}" ] && has ablation; then
+            # Its reference, the plugin (+ LM), is the curve's first model.
+            if ! has curve; then queue "${n}" "" "${curve_models[0]}"; fi
             queue "${n}" "" "${ablation_models[@]}"
         fi
     done

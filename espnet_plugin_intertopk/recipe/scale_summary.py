@@ -30,7 +30,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from espnet_plugin_intertopk.safe_io import atomic
 from espnet_plugin_intertopk.safe_io.errors import UserError, exits_cleanly
-from espnet_plugin_intertopk.safe_io.ownership import check_apart
+from espnet_plugin_intertopk.safe_io.ownership import check_apart, check_output_files
 
 PROG = "python -m espnet_plugin_intertopk.recipe.scale_summary"
 # What scoring.py --json writes into its files (scoring's JSON_TOOL; not imported
@@ -470,17 +470,7 @@ def check_arguments(
     if args.walltime is not None and not args.walltime.is_file():
         raise UserError(f"--walltime {args.walltime}: no such file", status=2)
     outputs = {"--out": args.out, "--plot": args.plot}
-    for option, path in outputs.items():
-        if path is None:
-            continue
-        if path.is_dir():
-            raise UserError(f"{option} {path} is a directory", status=2)
-        if not path.parent.is_dir():
-            raise UserError(
-                f"{option} {path}: directory {path.parent} does not exist", status=2
-            )
-    if args.plot is not None and args.plot.resolve() == args.out.resolve():
-        raise UserError(f"--plot {args.plot} is the --out file", status=2)
+    check_output_files(outputs)
     inputs = [path for _, path in points]
     if args.walltime is not None:
         inputs.append(args.walltime)

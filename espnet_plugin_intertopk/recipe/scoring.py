@@ -39,7 +39,7 @@ from espnet2.utils.eer import ComputeErrorRates, ComputeMinDcf, tuneThresholdfro
 from espnet_plugin_intertopk.recipe.kaldi_data import read_map
 from espnet_plugin_intertopk.safe_io import atomic
 from espnet_plugin_intertopk.safe_io.errors import UserError, exits_cleanly
-from espnet_plugin_intertopk.safe_io.ownership import check_apart
+from espnet_plugin_intertopk.safe_io.ownership import check_apart, check_output_files
 
 PROG = "python -m espnet_plugin_intertopk.recipe.scoring"
 
@@ -484,20 +484,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     for option, path in named.items():
         if path is not None and not path.exists():
             raise UserError(f"{option} {path}: no such file or directory", status=2)
-    outputs = {"--results": args.results, "--json": args.json}
-    for option, path in outputs.items():
-        if path is None:
-            continue
-        if path.is_dir():
-            raise UserError(f"{option} {path} is a directory", status=2)
-        if not path.parent.is_dir():
-            raise UserError(
-                f"{option} {path}: directory {path.parent} does not exist", status=2
-            )
-    if args.json is not None and args.json.resolve() == args.results.resolve():
-        raise UserError(
-            f"--json {args.json} is the --results file: give another path", status=2
-        )
+    check_output_files({"--results": args.results, "--json": args.json})
 
 
 def _covered(emb: Dict[str, np.ndarray], trials: Trials, path: Path, what: str):

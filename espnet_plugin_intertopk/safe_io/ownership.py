@@ -9,7 +9,7 @@ refused when they are, contain or lie inside one of the tool's inputs.
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Dict, Iterable, Optional
 
 from espnet_plugin_intertopk.safe_io import atomic
 from espnet_plugin_intertopk.safe_io.errors import UserError
@@ -38,6 +38,27 @@ def check_apart(output: os.PathLike, inputs: Iterable[os.PathLike], what: str) -
                 "into its inputs; give an output path outside them",
                 status=2,
             )
+
+
+def check_output_files(outputs: Dict[str, Optional[Path]]) -> None:
+    """Refuse (UserError, status 2) an output file given on the command line that is a
+    directory, whose directory does not exist, or that another output option names
+    too (``outputs``: option -> path, None when not given)."""
+    given = [(option, path) for option, path in outputs.items() if path is not None]
+    for option, path in given:
+        if path.is_dir():
+            raise UserError(f"{option} {path} is a directory", status=2)
+        if not path.parent.is_dir():
+            raise UserError(
+                f"{option} {path}: directory {path.parent} does not exist", status=2
+            )
+    for i, (option, path) in enumerate(given):
+        for other, earlier in given[:i]:
+            if path.resolve() == earlier.resolve():
+                raise UserError(
+                    f"{option} {path} is the {other} file: give another path",
+                    status=2,
+                )
 
 
 def made_by(directory: os.PathLike) -> Optional[str]:

@@ -20,7 +20,8 @@
 #   ablation  at the largest scale, one part of the plugin off at a time: K 1, k_top 0,
 #             constant margin, k_top 5 (k_top 10 is the default); LM off is the curve's
 #             plugin without its LM -> RESULTS_scale<N>_ablation.md
-#   grouped   the curve's losses on a corpus whose speakers come in groups of 5 that
+#   grouped   the curve's losses (the plugin without LM, to save time) on a corpus
+#             whose speakers come in groups of 5 that
 #             share one voice but for pitch and tract length, with half of the test's
 #             non-target trials within groups (the validation list: every pair)
 #             -> RESULTS_scale<N>_grouped.md (exp/scale<N>_grouped)
@@ -110,6 +111,10 @@ curve_models=(
     "aamsoftmax_sc_topk_espnet|aamsoftmax_sc_topk_espnet|false|"
     "aamsoftmax|aamsoftmax|false|"
 )
+grouped_models=(
+    "aamsoftmax_sc_topk|aamsoftmax_sc_topk|false|"
+    "${curve_models[@]:1}"
+)
 ablation_models=(
     "ablation_K1|aamsoftmax_sc_topk|false|--loss_conf K=1"
     "ablation_k_top0|aamsoftmax_sc_topk|false|--loss_conf k_top=0"
@@ -126,14 +131,16 @@ queue() {
         done
     done
 }
-# The plugin with and without LM are each compared with every other model.
+# $5: the model compared with every other (the bootstrap costs minutes per pair);
+# $6...: more run.sh options.
 score() {
-    local n="$1" suffix="$2" results="$3" models="$4"
+    local n="$1" suffix="$2" results="$3" models="$4" references="$5"
+    shift 5
     # shellcheck disable=SC2046
     ./run.sh --stage 6 --stop_stage 6 "${common[@]}" $(point_args "${n}" "${suffix}") \
         --score_seeds "${seeds}" --score_models "${models}" --results "${results}.md" \
         --score_json "${results}.json" \
-        --score_references "aamsoftmax_sc_topk_lm aamsoftmax_sc_topk"
+        --score_references "${references}" "$@"
 }
 
 mkdir -p exp
@@ -155,7 +162,7 @@ if [ "${score_only}" = false ]; then
     if has grouped; then
         prepare "${largest}" _grouped "${grouped_args[@]}"
         mkdir -p "exp/scale${largest}_grouped"
-        queue "${largest}" _grouped "${curve_models[@]}"
+        queue "${largest}" _grouped "${grouped_models[@]}"
     fi
     pool_wait
 fi
@@ -164,7 +171,7 @@ curve="aamsoftmax_sc_topk_lm aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet aamsof
 if has curve; then
     points=()
     for n in ${scales}; do
-        score "${n}" "" "RESULTS_scale${n}" "${curve}"
+        score "${n}" "" "RESULTS_scale${n}" "${curve}" aamsoftmax_sc_topk_lm
         points+=(--point "${n}=RESULTS_scale${n}.json")
     done
     mkdir -p images
@@ -173,8 +180,11 @@ if has curve; then
 fi
 if has ablation; then
     score "${largest}" "" "RESULTS_scale${largest}_ablation" \
-        "aamsoftmax_sc_topk ablation_K1 ablation_k_top0 ablation_constant_margin ablation_k_top5 aamsoftmax_sc_topk_lm"
+        "aamsoftmax_sc_topk ablation_K1 ablation_k_top0 ablation_constant_margin ablation_k_top5 aamsoftmax_sc_topk_lm" \
+        aamsoftmax_sc_topk
 fi
 if has grouped; then
-    score "${largest}" _grouped "RESULTS_scale${largest}_grouped" "${curve}"
+    score "${largest}" _grouped "RESULTS_scale${largest}_grouped" \
+        "aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet aamsoftmax" aamsoftmax_sc_topk \
+        --floor false  # the MFCC floor of the grouped corpus: minutes, for one row
 fi

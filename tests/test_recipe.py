@@ -108,8 +108,15 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
     # utterances times); the scratch directories are gone.
     model = exp / "aamsoftmax_sc_topk" / "seed0"
     for name in ("test", "cohort"):
-        utts = sorted({u for line in (recipe / f"data/{name}/trial_label").read_text()
-                       .splitlines() for u in line.split()[0].split("*")})
+        utts = sorted(
+            {
+                u
+                for line in (recipe / f"data/{name}/trial_label")
+                .read_text()
+                .splitlines()
+                for u in line.split()[0].split("*")
+            }
+        )
         embedded = np.load(model / "embed" / f"{name}_embeddings.npz")
         assert sorted(embedded.files) == utts
         assert not (model / f"embed_{name}").exists()

@@ -29,7 +29,11 @@ from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from espnet_plugin_intertopk.safe_io import atomic
-from espnet_plugin_intertopk.safe_io.errors import UserError, exits_cleanly
+from espnet_plugin_intertopk.safe_io.errors import (
+    UserError,
+    exits_cleanly,
+    space_separated_names,
+)
 from espnet_plugin_intertopk.safe_io.ownership import check_apart, check_output_files
 
 PROG = "python -m espnet_plugin_intertopk.recipe.scale_summary"
@@ -407,16 +411,6 @@ def draw(
         fig.savefig(f, format="png", dpi=100)
 
 
-def _names(text: str, option: str) -> List[str]:
-    names = text.split()
-    if not names:
-        raise UserError(f"{option} {text!r} names nothing: give one or more", status=2)
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise UserError(f"{option} names {twice[0]} twice", status=2)
-    return names
-
-
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -483,7 +477,7 @@ def check_arguments(
 def main(argv=None) -> None:
     args = get_parser().parse_args(argv)
     given = [parse_point(text) for text in args.point]
-    baselines = _names(args.baselines, "--baselines")
+    baselines = space_separated_names(args.baselines, "--baselines")
     check_arguments(args, given, baselines)
     points = sorted((load_point(n, path) for n, path in given), key=lambda p: p.n)
     check_points(points, args.reference, baselines, args.scoring)

@@ -38,7 +38,11 @@ from espnet2.utils.eer import ComputeErrorRates, ComputeMinDcf, tuneThresholdfro
 
 from espnet_plugin_intertopk.recipe.kaldi_data import read_map
 from espnet_plugin_intertopk.safe_io import atomic
-from espnet_plugin_intertopk.safe_io.errors import UserError, exits_cleanly
+from espnet_plugin_intertopk.safe_io.errors import (
+    UserError,
+    exits_cleanly,
+    space_separated_names,
+)
 from espnet_plugin_intertopk.safe_io.ownership import check_apart, check_output_files
 
 PROG = "python -m espnet_plugin_intertopk.recipe.scoring"
@@ -383,18 +387,8 @@ def load_embeddings(path: Path, what: str) -> Dict[str, np.ndarray]:
     return unit
 
 
-def _names(text: str, option: str) -> List[str]:
-    names = text.split()
-    if not names:
-        raise UserError(f"{option} {text!r} names nothing: give one or more", status=2)
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise UserError(f"{option} names {twice[0]} twice", status=2)
-    return names
-
-
 def _seeds(text: str) -> List[int]:
-    names = _names(text, "--seeds")
+    names = space_separated_names(text, "--seeds")
     try:
         return [int(n) for n in names]
     except ValueError:
@@ -405,7 +399,7 @@ def _references(text: Optional[str], models: List[str]) -> List[str]:
     """The models of ``--references`` (default: the first of ``models``)."""
     if text is None:
         return models[:1]
-    references = _names(text, "--references")
+    references = space_separated_names(text, "--references")
     for name in references:
         if name not in models:
             raise UserError(
@@ -567,7 +561,7 @@ def read_inputs(
 @exits_cleanly(PROG)
 def main(argv=None) -> None:
     args = get_parser().parse_args(argv)
-    models, seeds = _names(args.models, "--models"), _seeds(args.seeds)
+    models, seeds = space_separated_names(args.models, "--models"), _seeds(args.seeds)
     references = _references(args.references, models)
     check_arguments(args)
     norms = ["cosine"] + (["asnorm"] if args.score_norm == "asnorm" else [])

@@ -2,7 +2,7 @@
 
 import functools
 import sys
-from typing import Callable
+from typing import Callable, List
 
 
 class UserError(Exception):
@@ -34,3 +34,15 @@ def exits_cleanly(prog: str) -> Callable:
         return wrapper
 
     return decorate
+
+
+def space_separated_names(text: str, option: str) -> List[str]:
+    """The names of a command-line option given as one space-separated string; none,
+    or a name given twice, is the user's mistake (UserError, status 2)."""
+    names = text.split()
+    if not names:
+        raise UserError(f"{option} {text!r} names nothing: give one or more", status=2)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"{option} names {twice[0]} twice", status=2)
+    return names

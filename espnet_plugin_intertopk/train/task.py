@@ -20,6 +20,9 @@ from espnet_plugin_intertopk.loss import (
 )
 from espnet_plugin_intertopk.safe_io.errors import UserError
 from espnet_plugin_intertopk.train.crash_safety import atomic_config
+from espnet_plugin_intertopk.train.diagnostics import (
+    unsupported as diagnostics_unsupported,
+)
 from espnet_plugin_intertopk.train.loss_options import (
     PLUGIN_CONF,
     loss_arguments,
@@ -65,6 +68,15 @@ class IntertopkSpeakerTask(SpeakerTask):
             "return_accuracy, shard_classes). They may be given in --loss_conf too: "
             "the task moves them here, so that plain ESPnet can rebuild a trained "
             "model from its config.yaml.",
+        )
+        parser.add_argument(
+            "--training_diagnostics",
+            type=str2bool,
+            default=False,
+            help="Register per-step statistics of the classification head (target "
+            "cosine, hard negatives above the target, hard-negative margin, sub-center "
+            "switches, encoder gradient norm) as diag_* in the log, images/ and "
+            "tensorboard. Costs one extra product with the class weights per step.",
         )
         parser.add_argument(
             "--valid_unique_utterances",
@@ -113,6 +125,9 @@ class IntertopkSpeakerTask(SpeakerTask):
                     f"{scheduler.largest_margin()}: {err}",
                     status=2,
                 ) from err
+        reason = args.training_diagnostics and diagnostics_unsupported(model.loss)
+        if reason:
+            raise UserError(f"--training_diagnostics true: {reason}", status=2)
         # A class-sharded weight is a different block on each rank: DDP must neither
         # check it for equal shapes nor average its gradient (the loss does that).
         sharded = [name for name, p in model.named_parameters() if is_sharded(p)]

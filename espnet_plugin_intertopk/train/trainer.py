@@ -23,6 +23,7 @@ from espnet2.train.trainer import TrainerOptions
 
 from espnet_plugin_intertopk.distributed.grad_norm import across_shards
 from espnet_plugin_intertopk.train.crash_safety import crash_safe_saving, repair_run_dir
+from espnet_plugin_intertopk.train.diagnostics import TrainingDiagnostics
 from espnet_plugin_intertopk.train.margin_scheduler import (
     AbsMarginScheduler,
     margin_scheduler_choices,
@@ -33,6 +34,7 @@ from espnet_plugin_intertopk.train.validation import TrialValidation, validate_t
 @dataclasses.dataclass
 class MarginTrainerOptions(TrainerOptions):
     margin_scheduler: Optional[AbsMarginScheduler] = None
+    training_diagnostics: bool = False
 
 
 def build_margin_scheduler(args) -> Optional[AbsMarginScheduler]:
@@ -137,6 +139,19 @@ def _sharded_weights(model: torch.nn.Module):
     ]
 
 
+def _diagnostics_of(model, options) -> Optional[TrainingDiagnostics]:
+    """The model's diagnostics hooks (made at the first epoch, kept on the model so
+    that sub-center switches are counted across epochs), or None when off."""
+    if not getattr(options, "training_diagnostics", False):
+        return None
+    inner = unwrap_model(model)
+    diagnostics = inner.__dict__.get("_plugin_diagnostics")
+    if diagnostics is None:
+        diagnostics = TrainingDiagnostics(inner)
+        inner.__dict__["_plugin_diagnostics"] = diagnostics
+    return diagnostics
+
+
 class MarginSchedulingSpkTrainer(SpkTrainer):
     """SpkTrainer that drives a margin scheduler, validates on any device (each
     validation utterance embedded once, see ``validation``) and saves crash-safely
@@ -224,7 +239,9 @@ class MarginSchedulingSpkTrainer(SpkTrainer):
         base = super().build_options(args)
         values = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
         return MarginTrainerOptions(
-            **values, margin_scheduler=build_margin_scheduler(args)
+            **values,
+            margin_scheduler=build_margin_scheduler(args),
+            training_diagnostics=getattr(args, "training_diagnostics", False),
         )
 
     @classmethod
@@ -251,6 +268,9 @@ class MarginSchedulingSpkTrainer(SpkTrainer):
             sharded.release()
             for optimizer in optimizers:
                 sharded.attach(optimizer)
+        diagnostics = _diagnostics_of(model, options)
+        if diagnostics is not None:
+            diagnostics.reporter = reporter
         with across_shards(model):
             all_invalid = super().train_one_epoch(
                 model=model,
@@ -263,6 +283,8 @@ class MarginSchedulingSpkTrainer(SpkTrainer):
                 options=options,
                 distributed_option=distributed_option,
             )
+        if diagnostics is not None:
+            diagnostics.reporter = None
         for sharded in _sharded_weights(model):
             sharded.gather(optimizers)
         if scheduler is not None and distributed_option.distributed:

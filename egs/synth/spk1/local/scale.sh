@@ -49,8 +49,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 for part in ${parts}; do
-    case "${part}" in curve|ablation|grouped) ;;
-        *) echo "$0: --parts '${part}': must be curve, ablation or grouped" >&2; exit 1 ;;
+    case "${part}" in curve|ablation|grouped|mechanism) ;;
+        *) echo "$0: --parts '${part}': must be curve, ablation, grouped or mechanism" >&2; exit 1 ;;
     esac
 done
 [[ "${pool_jobs}" =~ ^[1-9][0-9]*$ ]] \
@@ -88,6 +88,14 @@ prepare() {
         --test_dir "${corpus}/test" "${common[@]}" $(point_args "${n}" "${suffix}")
 }
 
+# Steps per epoch at scale $1: the 20 epochs of conf/scale/train.yaml make at least
+# 10 passes over the training data (8 utterances per speaker, batches of 32) and at
+# least 800 steps: 40 steps per epoch up to 320 speakers, 125 at 1,000, 250 at 2,000.
+iters_per_epoch() {
+    local iters=$(( (10 * $1 * 8 + 32 * 20 - 1) / (32 * 20) ))
+    echo $(( iters > 40 ? iters : 40 ))
+}
+
 # One model: $1 scale, $2 suffix, $3 seed, $4 model name, $5 loss, $6 use_lm,
 # $7 extra spk_train arguments; the rest go to run.sh.
 train_one() {
@@ -98,7 +106,8 @@ train_one() {
     # shellcheck disable=SC2046
     ./run.sh --stage 3 --stop_stage 5 "${common[@]}" $(point_args "${n}" "${suffix}") \
         --loss "${loss}" --tag "${tag}" --train_seed "${seed}" --use_lm "${lm}" \
-        --train_args "${extra}" "$@" > "exp/scale${n}${suffix}/${tag}_seed${seed}.log" 2>&1 \
+        --train_args "--num_iters_per_epoch $(iters_per_epoch "${n}") ${extra}" "$@" \
+        > "exp/scale${n}${suffix}/${tag}_seed${seed}.log" 2>&1 \
         || { echo "scale: ${n}${suffix} ${tag} seed ${seed} failed," \
                   "see exp/scale${n}${suffix}/${tag}_seed${seed}.log"; return 1; }
     printf '%s\t%s\t%s\t%s\n' "scale${n}${suffix}" "${tag}" "${seed}" \
@@ -121,13 +130,30 @@ ablation_models=(
     "ablation_constant_margin|aamsoftmax_sc_topk|false|--margin_scheduler none"
     "ablation_k_top5|aamsoftmax_sc_topk|false|--loss_conf k_top=5"
 )
+# The mechanism of the stall (docs/loss.md): per-step head statistics
+# (--training_diagnostics) of the plugin, two of its ablations, AAM-softmax and
+# ESPnet's copy driven by the same margin schedule and options as the plugin (its
+# penalty then acts), trained only (no extraction); the plugin also at the former
+# 800-step budget, where it stalled.
+diag="--training_diagnostics true"
+mechanism_models=(
+    "mech_plugin|aamsoftmax_sc_topk|false|${diag}"
+    "mech_plugin_800steps|aamsoftmax_sc_topk|false|${diag} --num_iters_per_epoch 40"
+    "mech_K1|aamsoftmax_sc_topk|false|${diag} --loss_conf K=1"
+    "mech_k_top0|aamsoftmax_sc_topk|false|${diag} --loss_conf k_top=0"
+    "mech_aamsoftmax|aamsoftmax|false|${diag}"
+    "mech_espnet_scheduled|aamsoftmax_sc_topk_espnet|false|${diag} --loss_conf scale=32 --loss_conf margin=0.2 --margin_scheduler exp"
+)
+# $1 scale, $2 suffix, then model specs; ${queue_run_args[@]} go to run.sh.
+queue_run_args=()
 queue() {
     local n="$1" suffix="$2" spec seed; shift 2
     for seed in ${seeds}; do
         for spec in "$@"; do
             IFS='|' read -r tag loss lm extra <<< "${spec}"
             echo "scale: ${n}${suffix} ${tag} seed ${seed}"
-            pool_run train_one "${n}" "${suffix}" "${seed}" "${tag}" "${loss}" "${lm}" "${extra}"
+            pool_run train_one "${n}" "${suffix}" "${seed}" "${tag}" "${loss}" "${lm}" \
+                "${extra}" "${queue_run_args[@]}"
         done
     done
 }
@@ -159,6 +185,13 @@ if [ "${score_only}" = false ]; then
             queue "${n}" "" "${ablation_models[@]}"
         fi
     done
+    if has mechanism; then
+        prepare "${largest}" ""
+        mkdir -p "exp/scale${largest}"
+        queue_run_args=(--stop_stage 3)
+        queue "${largest}" "" "${mechanism_models[@]}"
+        queue_run_args=()
+    fi
     if has grouped; then
         prepare "${largest}" _grouped "${grouped_args[@]}"
         mkdir -p "exp/scale${largest}_grouped"

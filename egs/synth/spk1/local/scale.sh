@@ -49,8 +49,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 for part in ${parts}; do
-    case "${part}" in curve|ablation|grouped|mechanism) ;;
-        *) echo "$0: --parts '${part}': must be curve, ablation, grouped or mechanism" >&2; exit 1 ;;
+    case "${part}" in curve|ablation|grouped|mechanism|selection) ;;
+        *) echo "$0: --parts '${part}': must be curve, ablation, grouped, mechanism or selection" >&2; exit 1 ;;
     esac
 done
 [[ "${pool_jobs}" =~ ^[1-9][0-9]*$ ]] \
@@ -144,6 +144,23 @@ mechanism_models=(
     "mech_aamsoftmax|aamsoftmax|false|${diag}"
     "mech_espnet_scheduled|aamsoftmax_sc_topk_espnet|false|${diag} --loss_conf scale=32 --loss_conf margin=0.2 --margin_scheduler exp"
 )
+# The fixes tried against the stall (chosen on the validation trials; docs/loss.md):
+# sub-centers that start as copies of one draw, a learning-rate warm-up over the first
+# 2 of the 20 epochs (ESPnet's warmupsteplr: linear warm-up, then conf/scale's halving
+# every 6 epochs, counted after the warm-up), and both. AAM-softmax gets the warm-up
+# too: a schedule that helps one loss must be given to the others.
+warmup() {
+    local iters
+    iters="$(iters_per_epoch "$1")"
+    echo "--scheduler warmupsteplr --scheduler_conf warmup_steps=$((2 * iters))" \
+         "--scheduler_conf steps_per_epoch=${iters}"
+}
+selection_models() {
+    echo "sel_plugin_shared|aamsoftmax_sc_topk|false|${diag} --loss_conf subcenter_init=shared"
+    echo "sel_plugin_warmup|aamsoftmax_sc_topk|false|${diag} $(warmup "$1")"
+    echo "sel_plugin_shared_warmup|aamsoftmax_sc_topk|false|${diag} --loss_conf subcenter_init=shared $(warmup "$1")"
+    echo "sel_aamsoftmax_warmup|aamsoftmax|false|${diag} $(warmup "$1")"
+}
 # $1 scale, $2 suffix, then model specs; ${queue_run_args[@]} go to run.sh.
 queue_run_args=()
 queue() {
@@ -190,6 +207,14 @@ if [ "${score_only}" = false ]; then
         mkdir -p "exp/scale${largest}"
         queue_run_args=(--stop_stage 3)
         queue "${largest}" "" "${mechanism_models[@]}"
+        queue_run_args=()
+    fi
+    if has selection; then
+        prepare "${largest}" ""
+        mkdir -p "exp/scale${largest}"
+        mapfile -t specs < <(selection_models "${largest}")
+        queue_run_args=(--stop_stage 3)
+        queue "${largest}" "" "${specs[@]}"
         queue_run_args=()
     fi
     if has grouped; then

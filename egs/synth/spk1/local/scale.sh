@@ -120,6 +120,13 @@ curve_models=(
     "aamsoftmax_sc_topk_espnet|aamsoftmax_sc_topk_espnet|false|"
     "aamsoftmax|aamsoftmax|false|"
 )
+# At the largest scale the baselines get large-margin fine-tuning too, so that the
+# plugin's LM is compared with theirs there.
+curve_models_largest=(
+    "${curve_models[0]}"
+    "aamsoftmax_sc_topk_espnet|aamsoftmax_sc_topk_espnet|true|"
+    "aamsoftmax|aamsoftmax|true|"
+)
 grouped_models=(
     "aamsoftmax_sc_topk|aamsoftmax_sc_topk|false|"
     "${curve_models[@]:1}"
@@ -195,7 +202,11 @@ if [ "${score_only}" = false ]; then
             prepare "${n}" ""
             mkdir -p "exp/scale${n}"
         fi
-        if has curve; then queue "${n}" "" "${curve_models[@]}"; fi
+        if has curve && [ "${n}" = "${largest}" ]; then
+            queue "${n}" "" "${curve_models_largest[@]}"
+        elif has curve; then
+            queue "${n}" "" "${curve_models[@]}"
+        fi
         if [ "${n}" = "${largest}" ] && has ablation; then
             # Its reference, the plugin (+ LM), is the curve's first model.
             if ! has curve; then queue "${n}" "" "${curve_models[0]}"; fi
@@ -225,11 +236,37 @@ if [ "${score_only}" = false ]; then
     pool_wait
 fi
 
+# Training curves of the mechanism and selection runs: $1 part, then the run names
+# (globs) under exp/scale<largest>; a run is labelled by its name less mech_/sel_.
+curves() {
+    local part="$1" runs=() dir tag name
+    shift
+    for name in "$@"; do
+        for dir in "exp/scale${largest}/"${name}/seed*; do
+            [ -f "${dir}/train.log" ] || continue
+            tag="$(basename "$(dirname "${dir}")")"
+            tag="${tag#mech_}"
+            runs+=(--run "${tag#sel_}/$(basename "${dir}")=${dir}")
+        done
+    done
+    mkdir -p images
+    ${pool_python} -m espnet_plugin_intertopk.recipe.training_curves "${runs[@]}" \
+        --out "RESULTS_scale${largest}_${part}.md" \
+        --json "RESULTS_scale${largest}_${part}.json" --plot "images/scale${largest}_${part}.png"
+}
+if has mechanism; then curves mechanism "mech_*"; fi
+# The selection's references: the same defaults without a fix (the mechanism's runs).
+if has selection; then curves selection "sel_*" mech_plugin mech_aamsoftmax; fi
+
 curve="aamsoftmax_sc_topk_lm aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet aamsoftmax"
 if has curve; then
     points=()
     for n in ${scales}; do
-        score "${n}" "" "RESULTS_scale${n}" "${curve}" aamsoftmax_sc_topk_lm
+        models="${curve}"
+        if [ "${n}" = "${largest}" ]; then
+            models+=" aamsoftmax_sc_topk_espnet_lm aamsoftmax_lm"
+        fi
+        score "${n}" "" "RESULTS_scale${n}" "${models}" aamsoftmax_sc_topk_lm
         points+=(--point "${n}=RESULTS_scale${n}.json")
     done
     mkdir -p images

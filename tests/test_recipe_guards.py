@@ -63,8 +63,8 @@ def test_a_bad_option_stops_the_recipe_before_any_stage(recipe, args, message):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--parts", "foo"], "--parts 'foo': must be curve, ablation or grouped"),
-        (["--parts", "curve foo"], "--parts 'foo': must be curve, ablation or grouped"),
+        (["--parts", "foo"], "--parts 'foo': must be curve, ablation, grouped, mech"),
+        (["--parts", "curve foo"], "--parts 'foo': must be curve, ablation, grou"),
         (["--scales", "50"], "--scales '50': scales are integers >= 100"),
         (["--scales", "1000 3e2"], "--scales '3e2': scales are integers >= 100"),
         (["--score_only", "maybe"], "--score_only 'maybe': must be true or false"),

@@ -110,7 +110,7 @@ def test_score_json_and_references_reach_the_scoring(recipe, tmp_path):
     assert proc.returncode == 0, proc.stderr
     floor, scoring = [shlex.split(line) for line in calls.read_text().splitlines()]
     assert floor[:2] == ["-m", "espnet_plugin_intertopk.recipe.mfcc_floor"]
-    assert scoring[:2] == ["-m", "espnet_plugin_intertopk.recipe.scoring"]
+    assert scoring[:2] == ["-m", "espnet_plugin_intertopk.scoring.compare"]
     assert _values(scoring, "--json") == ["scores dir/s.json"]
     assert _values(scoring, "--references") == [references]  # one argument
     assert _values(scoring, "--floor") == ["exp/mfcc_floor/test_embeddings.npz"]
@@ -119,7 +119,7 @@ def test_score_json_and_references_reach_the_scoring(recipe, tmp_path):
     proc = run(recipe, *stage_6, "--floor", "false")
     assert proc.returncode == 0, proc.stderr
     (scoring,) = [shlex.split(line) for line in calls.read_text().splitlines()]
-    assert scoring[:2] == ["-m", "espnet_plugin_intertopk.recipe.scoring"]
+    assert scoring[:2] == ["-m", "espnet_plugin_intertopk.scoring.compare"]
     assert not {"--json", "--references", "--floor"} & set(scoring)
 
 

@@ -274,7 +274,7 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
             --test_dir "${data}/test" --out "${expdir}/mfcc_floor/test_embeddings.npz"
         score_args+=(--floor "${expdir}/mfcc_floor/test_embeddings.npz")
     fi
-    ${python} -m espnet_plugin_intertopk.recipe.scoring --expdir "${expdir}" \
+    ${python} -m espnet_plugin_intertopk.scoring.compare --expdir "${expdir}" \
         --models "${models_to_score}" --seeds "${score_seeds:-${train_seed}}" \
         --test_dir "${data}/test" --results "${results}" --score_norm "${score_norm}" \
         --cohort_utt2spk "${data}/cohort/utt2spk" --top_n "${top_n}" --bootstrap "${bootstrap}" \
@@ -352,7 +352,7 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
             echo >> "${section}"
         fi
     done
-    ${python} -m espnet_plugin_intertopk.recipe.scoring --expdir "${expdir}" \
+    ${python} -m espnet_plugin_intertopk.scoring.compare --expdir "${expdir}" \
         --models "${models_to_score}" --seeds "${seeds_to_score}" \
         --test_dir "${data}/test" --results "${clean_results}" --score_norm none \
         --bootstrap "${bootstrap}" --append "${section}"

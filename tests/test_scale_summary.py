@@ -254,8 +254,8 @@ BAD = {
     ),
     "JSON of something else": (
         [], lambda p: p.write_text("[1, 2]"), 1,
-        "{p100}: not a results file of scoring.compare --json (point 100); give the file "
-        "its --json option wrote",
+        "{p100}: not a results file of scoring.compare --json (point 100); give the "
+        "file its --json option wrote",
     ),
     "a scoring JSON without results": (
         [], lambda p: _edit_json(p, lambda d: d.pop("results")), 1,

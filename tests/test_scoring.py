@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_metrics import reference_act_dcf, reference_cllr, reference_min_cllr
 
 from espnet_plugin_intertopk.safe_io import atomic
 from espnet_plugin_intertopk.scoring import compare as scoring
 from espnet_plugin_intertopk.scoring import metrics, normalisation
 from espnet_plugin_intertopk.scoring.metrics import error_rates
-
-from test_metrics import reference_act_dcf, reference_cllr, reference_min_cllr
 
 
 def test_one_target_below_one_non_target():

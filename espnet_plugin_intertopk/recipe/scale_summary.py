@@ -120,8 +120,8 @@ def load_point(n: int, path: Path) -> Point:
         raise UserError(f"{path}: cannot read it as JSON (point {n}): {err}") from None
     if not isinstance(data, dict) or data.get("tool") not in SCORING_TOOLS:
         raise UserError(
-            f"{path}: not a results file of scoring.compare --json (point {n}); give the "
-            "file its --json option wrote"
+            f"{path}: not a results file of scoring.compare --json (point {n}); give "
+            "the file its --json option wrote"
         )
     try:
         rows = {}
@@ -422,7 +422,8 @@ def get_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="N=PATH",
-        help="a point: N training speakers, the JSON of scoring.compare --json (repeat)",
+        help="a point: N training speakers, the JSON of scoring.compare --json "
+        "(repeat)",
     )
     parser.add_argument(
         "--walltime",

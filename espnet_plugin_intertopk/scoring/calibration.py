@@ -22,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from espnet_plugin_intertopk.safe_io.errors import UserError, space_separated_names
 from espnet_plugin_intertopk.scoring.inputs import check_both_classes
 from espnet_plugin_intertopk.scoring.normalisation import cohort_top_stats
 
@@ -29,6 +30,19 @@ QUALITY_MEASURES = ("duration", "norm", "cohort")
 # Training-speaker trials (the anchors' way): every same-speaker pair of the
 # utterances and this many different-speaker pairs per target pair, drawn at random.
 NON_TARGETS_PER_TARGET = 10
+
+
+def quality_measures(text: str) -> List[str]:
+    """The names of ``--quality_measures`` (UserError, status 2, for another)."""
+    names = space_separated_names(text, "--quality_measures")
+    for name in names:
+        if name not in QUALITY_MEASURES:
+            raise UserError(
+                f"--quality_measures {text!r}: {name} is not one of "
+                f"{' '.join(QUALITY_MEASURES)}",
+                status=2,
+            )
+    return names
 
 
 def features(
@@ -52,7 +66,9 @@ def fit(x: np.ndarray, labels: np.ndarray, what: str) -> Pipeline:
     ``what`` when the trials are of one class)."""
     check_both_classes(np.asarray(labels), what, "calibration")
     model = make_pipeline(
-        StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=1000)
+        StandardScaler(),
+        # A tight tolerance: the default (1e-4) leaves LLRs ~1e-3 from the optimum.
+        LogisticRegression(class_weight="balanced", tol=1e-8, max_iter=10000),
     )
     return model.fit(x, labels)
 

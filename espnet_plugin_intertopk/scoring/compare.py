@@ -58,6 +58,7 @@ from espnet_plugin_intertopk.scoring import calibration
 from espnet_plugin_intertopk.scoring.inputs import (
     Embeddings,
     Trials,
+    check_both_classes,
     check_covered,
     load_embeddings,
     read_durations,
@@ -301,19 +302,6 @@ def _references(text: Optional[str], models: List[str]) -> List[str]:
     return references
 
 
-def quality_measures(text: str) -> List[str]:
-    """The names of ``--quality_measures`` (UserError, status 2, for another)."""
-    names = space_separated_names(text, "--quality_measures")
-    for name in names:
-        if name not in calibration.QUALITY_MEASURES:
-            raise UserError(
-                f"--quality_measures {text!r}: {name} is not one of "
-                f"{' '.join(calibration.QUALITY_MEASURES)}",
-                status=2,
-            )
-    return names
-
-
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--expdir", type=Path, required=True)
@@ -441,14 +429,15 @@ class Inputs(NamedTuple):
 
 
 def check_unseen(
-    utts: set,
+    pairs: List[Tuple[str, str]],
     utt2spk: Optional[Dict[str, str]],
     trials: Trials,
     test_utt2spk: Optional[Dict[str, str]],
     what: str,
 ) -> None:
-    """Calibration trials (``utts``, their speakers where known) share no utterance
+    """Calibration trials (``pairs``, their speakers where known) share no utterance
     and no speaker with the test trials (UserError naming the first shared one)."""
+    utts = {u for pair in pairs for u in pair}
     for i, pair in enumerate(trials.pairs):
         for u in pair:
             if u in utts:
@@ -475,18 +464,18 @@ def read_calibration(
 ) -> Dict[str, CalibrationSet]:
     """The calibration sets of ``--calibrate``, checked (UserError at the first
     problem)."""
-    measures = quality_measures(args.quality_measures)
     out = {}
     for name in CALIBRATIONS[args.calibrate]:
         if name == "valid":
             path = args.calibration_dir / "trial_label"
             if not path.is_file():
                 raise UserError(f"{path}: no such file (--calibration_dir)")
-            cal_trials = Trials(path, needs="calibration")
+            cal_trials = Trials(path, needs="calibration trials")
             pairs, labels, what = cal_trials.pairs, cal_trials.labels, str(path)
             spk_path = args.calibration_dir / "utt2spk"
             utt2spk = read_map(spk_path) if spk_path.is_file() else None
             audio_dir = args.calibration_dir
+            check_unseen(pairs, utt2spk, trials, test_utt2spk, what)
             emb = {}
             for run in runs:
                 run_what = f"model {run[0]}, seed {run[1]}"
@@ -502,11 +491,19 @@ def read_calibration(
             utt2spk = read_map(args.cohort_utt2spk)
             pairs, labels = calibration.training_speaker_trials(utt2spk)
             what = f"training-speaker trials of {args.cohort_utt2spk}"
+            if not labels.any():
+                raise UserError(
+                    f"{args.cohort_utt2spk}: no speaker with two or more utterances: "
+                    "training-speaker calibration needs same-speaker trials"
+                )
+            check_both_classes(labels, what, "calibration trials")
+            check_unseen(pairs, utt2spk, trials, test_utt2spk, what)
             audio_dir = args.cohort_utt2spk.parent
             emb = cohort_emb
         utts = {u for pair in pairs for u in pair}
-        check_unseen(utts, utt2spk, trials, test_utt2spk, what)
-        durations = read_durations(audio_dir, utts) if "duration" in measures else {}
+        durations = (
+            read_durations(audio_dir, utts) if "duration" in args.measures else {}
+        )
         out[name] = CalibrationSet(pairs, labels, what, emb, durations)
     return out
 
@@ -568,7 +565,7 @@ def read_inputs(
             cohorts[run] = cohort_means(cohort_emb[run].unit, cohort_utt2spk)
     calibration_sets = read_calibration(args, runs, files, trials, utt2spk, cohort_emb)
     durations = {}
-    if calibration_sets and "duration" in quality_measures(args.quality_measures):
+    if calibration_sets and "duration" in args.measures:
         durations = read_durations(
             args.test_dir, {u for pair in trials.pairs for u in pair}
         )
@@ -592,7 +589,7 @@ def qmf_features(
     """The calibration features of ``pairs`` (their AS-norm ``scores``)."""
     utts = sorted({u for pair in pairs for u in pair})
     measures = calibration.side_measures(
-        quality_measures(args.quality_measures),
+        args.measures,
         utts,
         emb.unit,
         emb.norm,
@@ -669,7 +666,7 @@ def calibration_header(args: argparse.Namespace, inputs: Inputs) -> List[str]:
         n_target = int(cal.labels.sum())
         lines.append(
             f"- {calibrated(name)}: AS-norm calibrated (linear logistic regression "
-            f"of the score and the quality measures {args.quality_measures}) on "
+            f"of the score and the quality measures {' '.join(args.measures)}) on "
             f"{len(cal.labels)} trials ({n_target} target) of {cal.what}"
         )
     return lines
@@ -681,7 +678,7 @@ def main(argv=None) -> None:
     models, seeds = space_separated_names(args.models, "--models"), _seeds(args.seeds)
     references = _references(args.references, models)
     check_arguments(args)
-    quality_measures(args.quality_measures)
+    args.measures = calibration.quality_measures(args.quality_measures)
     norms = ["cosine"] + (["asnorm"] if args.score_norm == "asnorm" else [])
     norms += [calibrated(n) for n in CALIBRATIONS[args.calibrate]]
     runs = [(model, seed) for model in models for seed in seeds]
@@ -776,7 +773,7 @@ def main(argv=None) -> None:
                     "trials": cal.what,
                     "total": len(cal.labels),
                     "target": int(cal.labels.sum()),
-                    "quality_measures": quality_measures(args.quality_measures),
+                    "quality_measures": args.measures,
                 }
                 for name, cal in inputs.calibration.items()
             },

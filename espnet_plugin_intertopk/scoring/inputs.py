@@ -1,6 +1,7 @@
 """The checked inputs of scoring and calibration: trial lists, embedding files and
 utterance durations. Each problem is a UserError naming the file (and line)."""
 
+import math
 import zipfile
 from pathlib import Path
 from typing import Dict, Iterable, List, NamedTuple, Tuple
@@ -140,7 +141,7 @@ def read_durations(data_dir: Path, utts: Iterable[str]) -> Dict[str, float]:
             try:
                 out[utt] = float(value)
             except ValueError:
-                out[utt] = -1.0
+                out[utt] = math.nan
             if not out[utt] > 0:
                 raise UserError(
                     f"{data_dir / 'utt2dur'}:{n}: {value!r} is not a positive number "

@@ -342,6 +342,11 @@ def test_espnet_scores_that_do_not_match_the_trial_list_are_one_line(tmp_path, c
           str(tmp_path / "data/valid/trial_label"), "--test_dir", str(tmp_path)],
          "the quality measure duration needs --calibration_dir"),
     ]  # fmt: skip
+    one_class = tmp_path / "one_class_scores"
+    one_class.write_text("V0-0*V0-1 0.3 1\nV0-0*V0-2 0.2 1\n")
+    cases.append((["--scores", str(scores), "--calibration_scores", str(one_class)],
+                  f"{one_class}: all 2 trials are target: calibration trials need both "
+                  "target (1) and non-target (0) trials"))  # fmt: skip
     for extra, message in cases:
         with pytest.raises(SystemExit):
             espnet_scores.main(base + extra)

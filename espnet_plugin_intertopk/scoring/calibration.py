@@ -22,8 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from espnet_plugin_intertopk.safe_io.errors import UserError, space_separated_names
-from espnet_plugin_intertopk.scoring.inputs import check_both_classes
+from espnet_plugin_intertopk.scoring.inputs import check_both_classes, names_among
 from espnet_plugin_intertopk.scoring.normalisation import cohort_top_stats
 
 QUALITY_MEASURES = ("duration", "norm", "cohort")
@@ -34,15 +33,9 @@ NON_TARGETS_PER_TARGET = 10
 
 def quality_measures(text: str) -> List[str]:
     """The names of ``--quality_measures`` (UserError, status 2, for another)."""
-    names = space_separated_names(text, "--quality_measures")
-    for name in names:
-        if name not in QUALITY_MEASURES:
-            raise UserError(
-                f"--quality_measures {text!r}: {name} is not one of "
-                f"{' '.join(QUALITY_MEASURES)}",
-                status=2,
-            )
-    return names
+    return names_among(
+        text, "--quality_measures", QUALITY_MEASURES, " ".join(QUALITY_MEASURES)
+    )
 
 
 def features(
@@ -64,7 +57,7 @@ def features(
 def fit(x: np.ndarray, labels: np.ndarray, what: str) -> Pipeline:
     """The calibration model of calibration trials' features ``x`` (UserError naming
     ``what`` when the trials are of one class)."""
-    check_both_classes(np.asarray(labels), what, "calibration")
+    check_both_classes(np.asarray(labels), what, "calibration trials")
     model = make_pipeline(
         StandardScaler(),
         # A tight tolerance: the default (1e-4) leaves LLRs ~1e-3 from the optimum.

@@ -60,7 +60,9 @@ from espnet_plugin_intertopk.scoring.inputs import (
     Trials,
     check_both_classes,
     check_covered,
+    check_paths_exist,
     load_embeddings,
+    names_among,
     read_durations,
 )
 from espnet_plugin_intertopk.scoring.metrics import (
@@ -291,14 +293,9 @@ def _references(text: Optional[str], models: List[str]) -> List[str]:
     """The models of ``--references`` (default: the first of ``models``)."""
     if text is None:
         return models[:1]
-    references = space_separated_names(text, "--references")
-    for name in references:
-        if name not in models:
-            raise UserError(
-                f"--references {text!r}: {name} is not one of --models "
-                f"({' '.join(models)})",
-                status=2,
-            )
+    references = names_among(
+        text, "--references", models, f"--models ({' '.join(models)})"
+    )
     return references
 
 
@@ -398,9 +395,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         "--floor": args.floor,
         "--append": args.append,
     }
-    for option, path in named.items():
-        if path is not None and not path.exists():
-            raise UserError(f"{option} {path}: no such file or directory", status=2)
+    check_paths_exist(named)
     check_output_files({"--results": args.results, "--json": args.json})
 
 

@@ -35,7 +35,9 @@ from espnet_plugin_intertopk.scoring import calibration
 from espnet_plugin_intertopk.scoring.inputs import (
     Embeddings,
     Trials,
+    check_both_classes,
     check_covered,
+    check_paths_exist,
     load_embeddings,
     read_durations,
 )
@@ -198,9 +200,7 @@ def check_arguments(args: argparse.Namespace) -> List[str]:
         "--test_dir": args.test_dir,
         "--calibration_dir": args.calibration_dir,
     }
-    for option, path in paths.items():
-        if path is not None and not path.exists():
-            raise UserError(f"{option} {path}: no such file or directory", status=2)
+    check_paths_exist(paths)
     check_output_files({"--out": args.out})
     check_apart(args.out, [p for p in paths.values() if p is not None], "--out")
     return names
@@ -269,6 +269,7 @@ def main(argv=None) -> None:
             f"{cal.path}: no labels: the calibration trials need '<uttA>*<uttB> "
             "<score> <0|1>' lines"
         )
+    check_both_classes(cal.labels, str(cal.path), "calibration trials")
     check_trials_match(test, args.test_trials)
     check_trials_match(cal, args.calibration_trials)
     shared = {u for p in test.pairs for u in p} & {u for p in cal.pairs for u in p}

@@ -4,14 +4,31 @@ utterance durations. Each problem is a UserError naming the file (and line)."""
 import math
 import zipfile
 from pathlib import Path
-from typing import Dict, Iterable, List, NamedTuple, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import soundfile
 
 from espnet_plugin_intertopk.recipe.kaldi_data import read_entries
-from espnet_plugin_intertopk.safe_io.errors import UserError
+from espnet_plugin_intertopk.safe_io.errors import UserError, space_separated_names
 from espnet_plugin_intertopk.scoring.normalisation import unit_embeddings
+
+
+def names_among(text: str, option: str, allowed: Iterable[str], of: str) -> List[str]:
+    """The space-separated names of ``option``, each one of ``allowed`` (``of`` names
+    them in the message; UserError, status 2)."""
+    names = space_separated_names(text, option)
+    for name in names:
+        if name not in allowed:
+            raise UserError(f"{option} {text!r}: {name} is not one of {of}", status=2)
+    return names
+
+
+def check_paths_exist(named: Dict[str, Optional[Path]]) -> None:
+    """Each given path of option -> path exists (UserError, status 2)."""
+    for option, path in named.items():
+        if path is not None and not path.exists():
+            raise UserError(f"{option} {path}: no such file or directory", status=2)
 
 
 class Trials:

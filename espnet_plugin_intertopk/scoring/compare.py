@@ -662,7 +662,7 @@ def calibration_header(args: argparse.Namespace, inputs: Inputs) -> List[str]:
         lines.append(
             f"- {calibrated(name)}: AS-norm calibrated (linear logistic regression "
             f"of the score and the quality measures {' '.join(args.measures)}) on "
-            f"{len(cal.labels)} trials ({n_target} target) of {cal.what}"
+            f"{len(cal.labels)} trials ({n_target} target): {cal.what}"
         )
     return lines
 

@@ -273,6 +273,12 @@ BAD = {
         ["--calibrate", "valid"], lambda t: Path(EMB.format(tmp=t)).unlink(), 1,
         f"{EMB}: no such file (model m, seed 0); extract its embeddings first",
     ),
+    "calibration embeddings of another size": (
+        ["--calibrate", "valid"],
+        lambda t: np.savez(EMB.format(tmp=t), **{
+            k: np.ones(DIM + 1) for k in np.load(EMB.format(tmp=t)).files}), 1,
+        f"{EMB}: calibration and test embeddings differ in size (model m, seed 0)",
+    ),
     "calibration speaker among the test speakers": (
         ["--calibrate", "valid"],
         lambda t: (t / "data/valid/utt2spk").write_text(

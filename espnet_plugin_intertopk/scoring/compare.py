@@ -423,6 +423,10 @@ class Inputs(NamedTuple):
     durations: Dict[str, float]  # of the test utterances (calibration only)
 
 
+def _size(emb: Embeddings) -> int:
+    return next(iter(emb.unit.values())).size
+
+
 def check_unseen(
     pairs: List[Tuple[str, str]],
     utt2spk: Optional[Dict[str, str]],
@@ -455,6 +459,7 @@ def read_calibration(
     files: Dict,
     trials: Trials,
     test_utt2spk: Optional[Dict[str, str]],
+    test: Dict[Tuple[str, int], Embeddings],
     cohort_emb: Dict[Tuple[str, int], Embeddings],
 ) -> Dict[str, CalibrationSet]:
     """The calibration sets of ``--calibrate``, checked (UserError at the first
@@ -482,6 +487,11 @@ def read_calibration(
                     files[run, "valid"],
                     run_what,
                 )
+                if _size(emb[run]) != _size(test[run]):
+                    raise UserError(
+                        f"{files[run, 'valid']}: calibration and test embeddings "
+                        f"differ in size ({run_what})"
+                    )
         else:  # the cohort's training speakers
             utt2spk = read_map(args.cohort_utt2spk)
             pairs, labels = calibration.training_speaker_trials(utt2spk)
@@ -550,15 +560,14 @@ def read_inputs(
                         f"{args.cohort_utt2spk}: no embedding of {utt} in {path} "
                         f"({what})"
                     )
-            sizes = {
-                next(iter(e.unit.values())).size for e in (cohort_emb[run], test[run])
-            }
-            if len(sizes) > 1:
+            if _size(cohort_emb[run]) != _size(test[run]):
                 raise UserError(
                     f"{path}: cohort and test embeddings differ in size ({what})"
                 )
             cohorts[run] = cohort_means(cohort_emb[run].unit, cohort_utt2spk)
-    calibration_sets = read_calibration(args, runs, files, trials, utt2spk, cohort_emb)
+    calibration_sets = read_calibration(
+        args, runs, files, trials, utt2spk, test, cohort_emb
+    )
     durations = {}
     if calibration_sets and "duration" in args.measures:
         durations = read_durations(

@@ -5,26 +5,33 @@
 # on its first N speakers (nested sets), so that every point shares the validation
 # trials (checkpoint selection), the test trials and the AS-norm cohort (one utterance
 # of each of the first 100 training speakers, in every scale's training set).
-# Training: conf/scale/*.yaml (the recipe's defaults shrunk alike for every run, 800
-# steps at every scale; see their headers).
+# Training: conf/scale/*.yaml (the recipe's defaults shrunk alike for every run; see
+# their headers), 20 epochs whose steps grow with the speakers: at least 10 passes over
+# the training data and 800 steps (iters_per_epoch below).
 #
 #   local/scale.sh [--jobs 2] [--seeds "0 1 2"] [--scales "1000 300 100"] \
 #       [--parts "curve ablation grouped"] [--score_only true]
+#   local/scale.sh --seeds "0 1" --scales 1000 --parts "mechanism selection"
 #
 # --score_only true: no training or extraction, only the scoring of the parts and the
 # curve's summary (RESULTS_scale.md, images/scale_curve.png).
 #
 # Parts (each run once per seed, side by side with --jobs):
-#   curve     at each scale: the plugin (+ LM), ESPnet's copy, AAM-softmax
-#             -> RESULTS_scale<N>.md (exp/scale<N>)
+#   curve     at each scale: the plugin (+ LM), ESPnet's copy, AAM-softmax (both + LM
+#             at the largest scale) -> RESULTS_scale<N>.md (exp/scale<N>)
 #   ablation  at the largest scale, one part of the plugin off at a time: K 1, k_top 0,
 #             constant margin, k_top 5 (k_top 10 is the default); LM off is the curve's
 #             plugin without its LM -> RESULTS_scale<N>_ablation.md
-#   grouped   the curve's losses (the plugin without LM, to save time) on a corpus
-#             whose speakers come in groups of 5 that
+#   grouped   the curve's losses on a corpus whose speakers come in groups of 5 that
 #             share one voice but for pitch and tract length, with half of the test's
 #             non-target trials within groups (the validation list: every pair)
 #             -> RESULTS_scale<N>_grouped.md (exp/scale<N>_grouped)
+#   mechanism at the largest scale, trained only, with --training_diagnostics: the
+#             plugin (also at the former 800-step budget), K 1, k_top 0, AAM-softmax,
+#             ESPnet's copy under the plugin's margin schedule
+#             -> RESULTS_scale<N>_mechanism.md/.json, images/scale<N>_mechanism.png
+#   selection at the largest scale, trained only: the fixes tried against the stall
+#             -> RESULTS_scale<N>_selection.md/.json, images/scale<N>_selection.png
 # Each RESULTS file has a JSON twin (.json); the curve's are summarised into
 # RESULTS_scale.md and images/scale_curve.png (recipe.scale_summary).
 # Each run's wall time goes to exp/scale_walltime.tsv, its log to
@@ -127,10 +134,7 @@ curve_models_largest=(
     "aamsoftmax_sc_topk_espnet|aamsoftmax_sc_topk_espnet|true|"
     "aamsoftmax|aamsoftmax|true|"
 )
-grouped_models=(
-    "aamsoftmax_sc_topk|aamsoftmax_sc_topk|false|"
-    "${curve_models[@]:1}"
-)
+grouped_models=("${curve_models[@]}")
 ablation_models=(
     "ablation_K1|aamsoftmax_sc_topk|false|--loss_conf K=1"
     "ablation_k_top0|aamsoftmax_sc_topk|false|--loss_conf k_top=0"
@@ -280,6 +284,6 @@ if has ablation; then
 fi
 if has grouped; then
     score "${largest}" _grouped "RESULTS_scale${largest}_grouped" \
-        "aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet aamsoftmax" aamsoftmax_sc_topk \
+        "${curve}" aamsoftmax_sc_topk_lm \
         --floor false  # the MFCC floor of the grouped corpus: minutes, for one row
 fi

@@ -102,6 +102,13 @@ iters_per_epoch() {
     local iters=$(( (10 * $1 * 8 + 32 * 20 - 1) / (32 * 20) ))
     echo $(( iters > 40 ? iters : 40 ))
 }
+# conf/scale/train.yaml's learning-rate warm-up (the first 2 of the 20 epochs) at scale $1.
+warmup() {
+    local iters
+    iters="$(iters_per_epoch "$1")"
+    echo "--scheduler_conf warmup_steps=$((2 * iters)) --scheduler_conf steps_per_epoch=${iters}"
+}
+no_warmup="--scheduler_conf warmup_steps=1"
 
 # One model: $1 scale, $2 suffix, $3 seed, $4 model name, $5 loss, $6 use_lm,
 # $7 extra spk_train arguments; the rest go to run.sh.
@@ -113,7 +120,8 @@ train_one() {
     # shellcheck disable=SC2046
     ./run.sh --stage 3 --stop_stage 5 "${common[@]}" $(point_args "${n}" "${suffix}") \
         --loss "${loss}" --tag "${tag}" --train_seed "${seed}" --use_lm "${lm}" \
-        --train_args "--num_iters_per_epoch $(iters_per_epoch "${n}") ${extra}" "$@" \
+        --train_args "--num_iters_per_epoch $(iters_per_epoch "${n}") $(warmup "${n}") ${extra}" \
+        "$@" \
         > "exp/scale${n}${suffix}/${tag}_seed${seed}.log" 2>&1 \
         || { echo "scale: ${n}${suffix} ${tag} seed ${seed} failed," \
                   "see exp/scale${n}${suffix}/${tag}_seed${seed}.log"; return 1; }
@@ -147,31 +155,26 @@ ablation_models=(
 # penalty then acts), trained only (no extraction); the plugin also at the former
 # 800-step budget, where it stalled.
 diag="--training_diagnostics true"
+# The former defaults: no learning-rate warm-up.
 mechanism_models=(
-    "mech_plugin|aamsoftmax_sc_topk|false|${diag}"
-    "mech_plugin_800steps|aamsoftmax_sc_topk|false|${diag} --num_iters_per_epoch 40"
-    "mech_K1|aamsoftmax_sc_topk|false|${diag} --loss_conf K=1"
-    "mech_k_top0|aamsoftmax_sc_topk|false|${diag} --loss_conf k_top=0"
-    "mech_aamsoftmax|aamsoftmax|false|${diag}"
-    "mech_espnet_scheduled|aamsoftmax_sc_topk_espnet|false|${diag} --loss_conf scale=32 --loss_conf margin=0.2 --margin_scheduler exp"
+    "mech_plugin|aamsoftmax_sc_topk|false|${diag} ${no_warmup}"
+    "mech_plugin_800steps|aamsoftmax_sc_topk|false|${diag} ${no_warmup} --num_iters_per_epoch 40 --scheduler_conf steps_per_epoch=40"
+    "mech_K1|aamsoftmax_sc_topk|false|${diag} ${no_warmup} --loss_conf K=1"
+    "mech_k_top0|aamsoftmax_sc_topk|false|${diag} ${no_warmup} --loss_conf k_top=0"
+    "mech_aamsoftmax|aamsoftmax|false|${diag} ${no_warmup}"
+    "mech_espnet_scheduled|aamsoftmax_sc_topk_espnet|false|${diag} ${no_warmup} --loss_conf scale=32 --loss_conf margin=0.2 --margin_scheduler exp"
 )
 # The fixes tried against the stall (chosen on the validation trials; docs/loss.md):
-# sub-centers that start as copies of one draw, a learning-rate warm-up over the first
-# 2 of the 20 epochs (ESPnet's warmupsteplr: linear warm-up, then conf/scale's halving
-# every 6 epochs, counted after the warm-up), and both. AAM-softmax gets the warm-up
-# too: a schedule that helps one loss must be given to the others.
-warmup() {
-    local iters
-    iters="$(iters_per_epoch "$1")"
-    echo "--scheduler warmupsteplr --scheduler_conf warmup_steps=$((2 * iters))" \
-         "--scheduler_conf steps_per_epoch=${iters}"
-}
-selection_models() {
-    echo "sel_plugin_shared|aamsoftmax_sc_topk|false|${diag} --loss_conf subcenter_init=shared"
-    echo "sel_plugin_warmup|aamsoftmax_sc_topk|false|${diag} $(warmup "$1")"
-    echo "sel_plugin_shared_warmup|aamsoftmax_sc_topk|false|${diag} --loss_conf subcenter_init=shared $(warmup "$1")"
-    echo "sel_aamsoftmax_warmup|aamsoftmax|false|${diag} $(warmup "$1")"
-}
+# sub-centers that start as copies of one draw, the learning-rate warm-up (now the
+# default, so the other runs have it taken away: warmup_steps 1 gives conf/scale's
+# former steplr schedule, halving every 6 epochs, to within one step), and both. AAM-softmax gets the
+# warm-up too: a schedule that helps one loss must be given to the others.
+selection_models=(
+    "sel_plugin_shared|aamsoftmax_sc_topk|false|${diag} ${no_warmup} --loss_conf subcenter_init=shared"
+    "sel_plugin_warmup|aamsoftmax_sc_topk|false|${diag}"
+    "sel_plugin_shared_warmup|aamsoftmax_sc_topk|false|${diag} --loss_conf subcenter_init=shared"
+    "sel_aamsoftmax_warmup|aamsoftmax|false|${diag}"
+)
 # $1 scale, $2 suffix, then model specs; ${queue_run_args[@]} go to run.sh.
 queue_run_args=()
 queue() {
@@ -227,9 +230,8 @@ if [ "${score_only}" = false ]; then
     if has selection; then
         prepare "${largest}" ""
         mkdir -p "exp/scale${largest}"
-        mapfile -t specs < <(selection_models "${largest}")
         queue_run_args=(--stop_stage 3)
-        queue "${largest}" "" "${specs[@]}"
+        queue "${largest}" "" "${selection_models[@]}"
         queue_run_args=()
     fi
     if has grouped; then

@@ -5,11 +5,12 @@ at a guard (or runs a stand-in ``--python``), so these take well under a second.
 
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from espnet_plugin_intertopk.safe_io.ownership import MARKER
+from espnet_plugin_intertopk.safe_io.ownership import MARKER, claim_dir, made_by
 
 from conftest import copy_recipe, digest
 
@@ -63,8 +64,8 @@ def test_a_bad_option_stops_the_recipe_before_any_stage(recipe, args, message):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--parts", "foo"], "--parts 'foo': must be curve, ablation or grouped"),
-        (["--parts", "curve foo"], "--parts 'foo': must be curve, ablation or grouped"),
+        (["--parts", "foo"], "--parts 'foo': must be curve, ablation, grouped or"),
+        (["--parts", "curve foo"], "--parts 'foo': must be curve, ablation, grouped"),
         (["--scales", "50"], "--scales '50': scales are integers >= 100"),
         (["--scales", "1000 3e2"], "--scales '3e2': scales are integers >= 100"),
         (["--score_only", "maybe"], "--score_only 'maybe': must be true or false"),
@@ -96,6 +97,20 @@ def _recording_python(directory: Path) -> Path:
     return stub
 
 
+def _checking_python(directory: Path) -> Path:
+    """A stand-in for --python that runs the recipe's checks and its ownership
+    commands for real and fails every other command."""
+    stub = directory / "python"
+    checks = "espnet_plugin_intertopk.recipe.preflight"
+    stub.write_text(
+        "#!/usr/bin/env bash\n"
+        f'case "$2" in {checks}|espnet_plugin_intertopk.safe_io.ownership)\n'
+        f'    exec {sys.executable} "$@" ;;\nesac\nexit 1\n'
+    )
+    stub.chmod(0o755)
+    return stub
+
+
 def _values(argv, option):
     return [argv[i + 1] for i, token in enumerate(argv[:-1]) if token == option]
 
@@ -108,7 +123,8 @@ def test_score_json_and_references_reach_the_scoring(recipe, tmp_path):
     proc = run(recipe, *stage_6, "--score_json", "scores dir/s.json",
                "--score_references", references)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    floor, scoring = [shlex.split(line) for line in calls.read_text().splitlines()]
+    checks, floor, scoring = [shlex.split(x) for x in calls.read_text().splitlines()]
+    assert checks[:2] == ["-m", "espnet_plugin_intertopk.recipe.preflight"]
     assert floor[:2] == ["-m", "espnet_plugin_intertopk.recipe.mfcc_floor"]
     assert scoring[:2] == ["-m", "espnet_plugin_intertopk.recipe.scoring"]
     assert _values(scoring, "--json") == ["scores dir/s.json"]
@@ -118,7 +134,7 @@ def test_score_json_and_references_reach_the_scoring(recipe, tmp_path):
     calls.unlink()
     proc = run(recipe, *stage_6, "--floor", "false")
     assert proc.returncode == 0, proc.stderr
-    (scoring,) = [shlex.split(line) for line in calls.read_text().splitlines()]
+    _, scoring = [shlex.split(line) for line in calls.read_text().splitlines()]
     assert scoring[:2] == ["-m", "espnet_plugin_intertopk.recipe.scoring"]
     assert not {"--json", "--references", "--floor"} & set(scoring)
 
@@ -140,33 +156,45 @@ def test_the_users_lists_in_the_recipes_data_dir_are_refused_untouched(
         (recipe / d).mkdir(parents=True)
         (recipe / d / "wav.scp").write_text("u1 /audio/u1.wav\n")
     before = digest(recipe)
-    proc = run(recipe, "--stop_stage", "1", *args)
-    assert proc.returncode == 1
-    assert f"{option} " in proc.stderr and "which this stage writes" in proc.stderr
+    proc = run(recipe, "--stop_stage", "1", "--python", sys.executable, *args)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"{option} " in proc.stderr and " overlaps " in proc.stderr
     assert digest(recipe) == before
 
 
-def test_extraction_removes_only_its_own_scratch_directory(recipe):
+def test_extraction_removes_only_its_own_scratch_directory(recipe, tmp_path):
     scratch = recipe / "exp/aamsoftmax_sc_topk/seed0/embed_test"
     scratch.mkdir(parents=True)
     (scratch / "mine.txt").write_text("not the recipe's")
-    args = ["--stage", "5", "--stop_stage", "5", "--use_lm", "false"]
-    proc = run(recipe, *args, "--score_norm", "none", "--python", "false")
+    python = str(_checking_python(tmp_path))
+    args = ["--stage", "5", "--stop_stage", "5", "--use_lm", "false", "--python"]
+    args += [python, "--score_norm", "none"]
+    proc = run(recipe, *args)
+    assert proc.returncode == 1 and "was not made by run.sh" in proc.stderr
+    assert (scratch / "mine.txt").read_text() == "not the recipe's"
+    # A marker naming run.sh copied in proves nothing: it names another directory.
+    (scratch / MARKER).write_text("run.sh 0:0\n")
+    proc = run(recipe, *args)
     assert proc.returncode == 1 and "was not made by run.sh" in proc.stderr
     assert (scratch / "mine.txt").read_text() == "not the recipe's"
     # A scratch directory of the recipe's (an interrupted extraction) is replaced;
     # the stand-in python then fails the extraction itself.
-    (scratch / MARKER).write_text("run.sh\n")
-    proc = run(recipe, *args, "--score_norm", "none", "--python", "false")
+    (scratch / "mine.txt").unlink()
+    (scratch / MARKER).unlink()
+    claim_dir(scratch, "run.sh", "scratch")
+    (scratch / "half.npz").write_text("partial")
+    proc = run(recipe, *args)
     assert proc.returncode == 1 and "was not made" not in proc.stderr
     assert [p.name for p in scratch.iterdir()] == [MARKER]
+    assert made_by(scratch) == "run.sh"
 
 
-def test_cleaning_stage_removes_nothing_in_its_output_directory(recipe):
+def test_cleaning_stage_removes_nothing_in_its_output_directory(recipe, tmp_path):
     cleaning = recipe / "exp/aamsoftmax_sc_topk/seed0/cleaning_th55"
     cleaning.mkdir(parents=True)
     (cleaning / "mine.txt").write_text("kept")
-    proc = run(recipe, "--stage", "7", "--stop_stage", "7", "--python", "false")
+    python = str(_checking_python(tmp_path))
+    proc = run(recipe, "--stage", "7", "--stop_stage", "7", "--python", python)
     assert proc.returncode == 1
     assert (cleaning / "mine.txt").read_text() == "kept"
     assert (cleaning.parent / "cleaning_th55.log").is_file()  # the log is beside it

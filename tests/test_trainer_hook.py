@@ -162,3 +162,54 @@ def test_a_bad_option_is_one_line_and_exit_2(tmp_path, capsys, option, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("spk_train: error: " + message), err[-1]
     assert not any("Traceback" in line for line in err)
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("blank", "spk2utt:3: blank line: remove it"),
+        ("crlf", "spk2utt:1: has a carriage return"),
+        ("no_newline", "spk2utt:4: the last line has no final newline"),
+        ("spk_num", "--spk_num 5: "),
+        ("output_in_data", "--output_dir "),
+        ("missing", "utt2spk: cannot read it: No such file or directory"),
+    ],
+)
+def test_bad_data_given_directly_is_one_line(tmp_path, capsys, fault, message):
+    # What the recipe's stage 1 refuses, refused when spk_train is run by hand too:
+    # before ESPnet reads anything (the lists are never built into a model).
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = [f"s{i} u{i}" for i in range(N_SPK)]
+    spk2utt = "".join(f"{line}\n" for line in lines)
+    (data / "utt2spk").write_text("".join(f"u{i} s{i}\n" for i in range(N_SPK)))
+    spk_num, output_dir = N_SPK, tmp_path / "exp"
+    if fault == "blank":
+        spk2utt = spk2utt.replace("s2 u2\n", "\ns2 u2\n")
+    elif fault == "crlf":
+        spk2utt = spk2utt.replace("\n", "\r\n")
+    elif fault == "no_newline":
+        spk2utt = spk2utt.rstrip("\n")
+    elif fault == "spk_num":
+        spk_num = N_SPK + 1
+    elif fault == "output_in_data":
+        output_dir = data
+    else:
+        (data / "utt2spk").unlink()
+    (data / "spk2utt").write_text(spk2utt)
+    with pytest.raises(SystemExit) as exit_info:
+        spk_train.main(
+            ["--config", str(TINY_CONFIG), "--spk_num", str(spk_num), "--spk2utt",
+             str(data / "spk2utt"), "--train_data_path_and_name_and_type",
+             f"{data / 'utt2spk'},spk_labels,text", "--output_dir", str(output_dir),
+             "--dry_run", "true"]
+        )  # fmt: skip
+    assert exit_info.value.code in (1, 2)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("spk_train: error: "), err
+    assert message in err[0]
+    assert (
+        sorted(p.name for p in data.iterdir())
+        == ["spk2utt", "utt2spk"][: 1 if fault == "missing" else 2]
+    )
+    assert not (tmp_path / "exp").exists()

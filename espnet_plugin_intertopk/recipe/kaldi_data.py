@@ -61,7 +61,9 @@ def read_entries(path: Path) -> Dict[str, Tuple[int, str]]:
     training), so a duplicate is a mistake in the list.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # newline="": a Windows line end is seen (and refused), not translated.
+        with open(path, encoding="utf-8", newline="") as f:
+            text = f.read()
     except OSError as err:
         raise DataDirError(f"{path}: cannot read it: {err.strerror}") from err
     except UnicodeDecodeError as err:

@@ -9,7 +9,7 @@ import torch
 from espnet2.train.distributed_utils import DistributedOption
 from espnet2.train.reporter import Reporter
 
-from espnet_plugin_intertopk.bin import spk_train
+from espnet_plugin_intertopk.bin import spk_embed_extract, spk_train
 from espnet_plugin_intertopk.safe_io.errors import UserError
 from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
 from espnet_plugin_intertopk.train.trainer import MarginSchedulingSpkTrainer
@@ -213,3 +213,31 @@ def test_bad_data_given_directly_is_one_line(tmp_path, capsys, fault, message):
         == ["spk2utt", "utt2spk"][: 1 if fault == "missing" else 2]
     )
     assert not (tmp_path / "exp").exists()
+
+
+def test_extraction_refuses_to_remove_or_overwrite_what_is_not_its_own(
+    tmp_path, capsys
+):
+    # ESPnet's extraction removes every embeddings*.npz of --output_dir and writes
+    # <set>_embeddings.npz there: neither may be the user's.
+    test = tmp_path / "test"
+    test.mkdir()
+    (test / "trial.scp").write_text("a*a /a.wav\n")
+    keep = {"embeddings_mine.npz": b"mine", "trial.scp": b"a*a /a.wav\n"}
+    (test / "embeddings_mine.npz").write_bytes(b"mine")
+    trials = f"{test / 'trial.scp'},speech,sound"
+    base = ["--spk_train_config", str(TINY_CONFIG), "--spk_model_file", "m.pth",
+            "--data_path_and_name_and_type", trials]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        spk_embed_extract.main([*base, "--output_dir", str(test)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("spk_embed_extract: error: "), err
+    assert "embeddings_mine.npz is there" in err[0]
+    assert {p.name: p.read_bytes() for p in test.iterdir()} == keep
+    # Once nothing is in the way, the next refusal is a list that does not parse.
+    (test / "embeddings_mine.npz").unlink()
+    (test / "trial.scp").write_text("a*a /a.wav")
+    with pytest.raises(SystemExit):
+        spk_embed_extract.main([*base, "--output_dir", str(test)])
+    assert "trial.scp:1: the last line has no final newline" in capsys.readouterr().err

@@ -2,7 +2,9 @@
 start-up as the recipe's stage 1 checks them: a list ESPnet would misread (see
 ``kaldi_data.read_entries``), a ``--spk_num`` other than spk2utt's speakers, or an
 output directory that is, contains or lies inside an input is one line before ESPnet
-starts, not a traceback mid-training (or a wrong number of classes)."""
+starts, not a traceback mid-training (or a wrong number of classes). Outputs are
+what the tool writes: spk_train its whole output directory, the extraction its
+embedding files."""
 
 from typing import Dict, Iterable, Optional, Tuple
 
@@ -16,7 +18,7 @@ LIST_TYPES = ("sound", "text", "kaldi_ark", "npy")
 
 def check_inputs(
     data: Dict[str, Iterable[Tuple[str, str, str]]],
-    output_dir: Optional[str],
+    outputs: Dict[str, str],
     files: Dict[str, Iterable[str]],
     spk2utt: Optional[str] = None,
     spk_num: Optional[int] = None,
@@ -25,7 +27,7 @@ def check_inputs(
 
     Args:
         data: option -> its (path, name, type) triples.
-        output_dir: where the tool writes (None: nowhere).
+        outputs: option -> a directory or file the tool writes.
         files: option -> the other files it reads (shape files, models, configs).
         spk2utt: the speakers' list; its speakers must number ``spk_num``.
         spk_num: the number of classes asked for.
@@ -49,5 +51,6 @@ def check_inputs(
                 f"--spk_num {speakers}",
                 status=2,
             )
-    if output_dir:
-        ownership.check_apart(output_dir, inputs, "--output_dir")
+    for option, path in outputs.items():
+        if path:
+            ownership.check_apart(path, inputs, option)

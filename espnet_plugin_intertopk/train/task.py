@@ -182,7 +182,7 @@ class IntertopkSpeakerTask(SpeakerTask):
                     )
                     for mode in ("train", "valid")
                 },
-                args.output_dir,
+                {"--output_dir": args.output_dir},
                 {
                     "--train_shape_file": args.train_shape_file or (),
                     "--valid_shape_file": args.valid_shape_file or (),

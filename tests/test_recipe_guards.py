@@ -198,3 +198,59 @@ def test_cleaning_stage_removes_nothing_in_its_output_directory(recipe, tmp_path
     assert proc.returncode == 1
     assert (cleaning / "mine.txt").read_text() == "kept"
     assert (cleaning.parent / "cleaning_th55.log").is_file()  # the log is beside it
+
+
+def _users_corpus(root: Path, n_speakers: int = 4) -> None:
+    """mine/train and mine/test of a user (lists only: the checks before the first
+    stage read no audio), audio under mine/audio."""
+    utts = [(f"s{i}", f"s{i}-u{j}") for i in range(n_speakers) for j in range(2)]
+    train, test = root / "mine" / "train", root / "mine" / "test"
+    for d in (train, test):
+        d.mkdir(parents=True)
+        (d / "wav.scp").write_text(
+            "".join(f"{u} mine/audio/{u}.wav\n" for _, u in utts)
+        )
+    (train / "utt2spk").write_text("".join(f"{u} {s}\n" for s, u in utts))
+    (train / "spk2utt").write_text(
+        "".join(f"s{i} s{i}-u0 s{i}-u1\n" for i in range(n_speakers))
+    )
+    for name in ("trial.scp", "trial2.scp"):
+        (test / name).write_text(f"s0-u0*s1-u0 mine/audio/s{name[5:6]}.wav\n")
+    (test / "trial_label").write_text("s0-u0*s1-u0 0\n")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--results", "mine/test/trial_label"],
+         "--results mine/test/trial_label overlaps the input --valid_dir mine/test"),
+        (["--dump", "mine/train/dump"],
+         "--dump mine/train/dump overlaps the input --train_dir mine/train"),
+        (["--expdir", "mine/audio/../audio/exp"],
+         "--expdir mine/audio/../audio/exp overlaps the input mine/audio (audio of"),
+        (["--data", "mine"], "--data mine overlaps the input --train_dir mine/train"),
+        (["--score_json", "mine"], "--score_json mine overlaps the input"),
+        (["--results", "exp/R.md"], "--results exp/R.md overlaps --expdir exp"),
+        (["--clean_threshold", "0"], "--clean_threshold 0: must be an angle in (0,"),
+        (["--cohort_speakers", "1"], "--cohort_speakers 1: give 0 (all) or 2 or more"),
+        ([], "--top_n 50 is more than the 4 cohort speakers stage 6 will have"),
+        (["--valid_dir", "", "--n_valid_speakers", "3"],
+         "--n_valid_speakers 3: 4 training speakers cannot give that many"),
+        (["--stage", "6", "--top_n", "1"], "--top_n 1: must be >= 2"),
+    ],
+)  # fmt: skip
+def test_every_output_and_late_option_is_checked_before_any_stage(
+    recipe, args, message
+):
+    # The user's own directories as inputs; outputs pointed into them (through ..
+    # too), and options that only a late stage used to refuse.
+    _users_corpus(recipe)
+    before = digest(recipe)
+    users = ["--train_dir", "mine/train", "--valid_dir", "mine/test", "--test_dir",
+             "mine/test", "--python", sys.executable, "--stop_stage", "9"]  # fmt: skip
+    proc = run(recipe, *users, *args)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr and proc.stdout == ""  # no stage started
+    assert digest(recipe) == before  # nothing written, nothing made
+    made = sorted(p.name for p in recipe.iterdir())
+    assert made == ["conf", "local", "mine", "run.sh"]

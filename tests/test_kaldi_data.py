@@ -604,3 +604,31 @@ def test_an_output_that_cannot_be_written_is_named(small_corpus, tmp_path, capsy
     assert status == 1 and err.count("\n") == 1
     # The file asked for, not the temporary one.
     assert err == f"kaldi_data: error: {out}: No such file or directory\n"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.replace("\n", "\r\n"), ":1: has a carriage return"),
+        (lambda t: t.rstrip("\n"), ": the last line has no final newline"),
+        (lambda t: t.replace("\n", "\n\n", 1), ":2: blank line"),
+        (lambda t: t.replace(" ", "\t", 1), ":1: has a tab"),
+        (lambda t: t.replace("\n", " \n", 1), ":1: spaces at the start or end"),
+        (lambda t: " " + t, ":1: spaces at the start or end"),
+    ],
+)
+def test_what_espnet_would_misread_is_refused_and_not_counted(
+    small_corpus, tmp_path, capsys, edit, message
+):
+    # A blank line or a missing final newline made `wc -l spk2utt` (run.sh's
+    # --spk_num) wrong, and ESPnet fail mid-training.
+    d = _copy(small_corpus, tmp_path, "train")
+    kaldi_data.main(["speakers", str(d)])
+    speakers = len(set(read_map(d / "utt2spk").values()))
+    assert capsys.readouterr().out == f"{speakers}\n" and speakers >= 2
+    spk2utt = d / "spk2utt"
+    spk2utt.write_bytes(edit(spk2utt.read_text()).encode())
+    for argv in (["check", "train", d], ["speakers", d]):
+        status, err = _cli(argv, capsys)
+        assert status == 1 and err.count("\n") == 1, err
+        assert err.startswith(f"kaldi_data: error: {spk2utt}") and message in err

@@ -32,6 +32,9 @@ from espnet_plugin_intertopk.safe_io.errors import UserError, exits_cleanly
 MARKER = ".made_by_espnet_plugin_intertopk"
 # Replaced outputs kept aside per output path; older ones are removed.
 KEEP_ASIDE = 2
+# A marker write killed half-way leaves this temporary file: the directory still
+# counts as empty (it is left in place: a name proves nothing).
+_MARKER_TEMP = atomic.TEMP_PREFIX + MARKER
 
 
 def _resolved(path: os.PathLike) -> Path:
@@ -154,11 +157,20 @@ def _usable(directory: Path, tool: str, what: str) -> Optional[str]:
             status=2,
         )
     if not os.path.lexists(directory):
+        # Refused now, not half-way through a run: a file where a directory above
+        # it would have to be made.
+        above = next(p for p in directory.absolute().parents if os.path.lexists(p))
+        if not above.is_dir():
+            raise UserError(
+                f"{what} {directory}: {above} is a file, not a directory", status=2
+            )
         return None
     if not directory.is_dir():
         raise UserError(f"{what} {directory} is a file, not a directory", status=2)
     owner = made_by(directory)
-    if owner is None and any(directory.iterdir()):
+    if owner is None and any(
+        not e.name.startswith(_MARKER_TEMP) for e in directory.iterdir()
+    ):
         raise UserError(
             f"{what} {directory} exists and was not made by {tool} (no valid {MARKER} "
             "in it: a copied or linked marker proves nothing): it is left untouched; "

@@ -71,6 +71,8 @@ def cohort_speakers(
             return None
         return len({spk for _, spk in read_entries(cohort_utt2spk).values()})
     if train_spk2utt is not None:
+        if not train_spk2utt.is_file():
+            return None  # stage 1's check names the missing file
         train_speakers = len(read_entries(train_spk2utt))
     if train_speakers is None:
         return None

@@ -268,19 +268,18 @@ def remove_owned(directory: os.PathLike, tool: str) -> None:
     _remove_marker_last(directory)
 
 
-@exits_cleanly("ownership")
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="ownership", description="claim or remove a tool's output directory"
     )
     parser.add_argument("action", choices=("claim", "remove"))
     parser.add_argument("directory", type=Path)
-    parser.add_argument("tool")
+    parser.add_argument("tool", help="the tool's name (also the prefix of an error)")
     args = parser.parse_args(argv)
     if args.action == "claim":
-        claim_dir(args.directory, args.tool, args.directory)
+        exits_cleanly(args.tool)(claim_dir)(args.directory, args.tool, args.directory)
     else:
-        remove_owned(args.directory, args.tool)
+        exits_cleanly(args.tool)(remove_owned)(args.directory, args.tool)
 
 
 if __name__ == "__main__":

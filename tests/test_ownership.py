@@ -170,3 +170,21 @@ def test_the_command_line_claims_and_removes_only_its_own(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert (scratch / "mine").read_text() == "x"
     assert ownership.made_by(scratch) is None
+
+
+def test_a_marker_of_an_earlier_version_is_adopted_only_on_request(tmp_path, capsys):
+    # Earlier markers named the tool only (a copy carried them along): refused, with
+    # the command that binds it; the command binds only such a marker.
+    old = tmp_path / "data"
+    old.mkdir()
+    (old / MARKER).write_text("kaldi_data\n")
+    (old / "wav.scp").write_text("u /a.wav\n")
+    with pytest.raises(UserError, match="earlier version of kaldi_data.*adopt"):
+        replace_dir(old, "kaldi_data", "--data")
+    with pytest.raises(UserError, match="nothing to adopt"):
+        ownership.adopt(old, "synthetic_corpus")
+    assert (old / "wav.scp").read_text() == "u /a.wav\n"
+    ownership.main(["adopt", str(old), "kaldi_data"])
+    assert made_by(old) == "kaldi_data"
+    replace_dir(old, "kaldi_data", "--data")  # now replaced: the old one aside
+    assert (tmp_path / ".data.old-1" / "wav.scp").read_text() == "u /a.wav\n"

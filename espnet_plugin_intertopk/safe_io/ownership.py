@@ -14,8 +14,9 @@ Removal deletes the marker last, so a removal killed half-way is still provably 
 tool's and is finished by the next run. Outputs are also refused when they are,
 contain or lie inside one of the tool's inputs.
 
-Command line, for the shell recipe:
-``python -m espnet_plugin_intertopk.safe_io.ownership claim|remove DIR TOOL``.
+Command line, for the shell recipe and for adopting a directory marked by an earlier
+version (whose marker named the tool only):
+``python -m espnet_plugin_intertopk.safe_io.ownership claim|remove|adopt DIR TOOL``.
 """
 
 import argparse
@@ -24,7 +25,7 @@ import re
 import shutil
 import stat
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from espnet_plugin_intertopk.safe_io import atomic
 from espnet_plugin_intertopk.safe_io.errors import UserError, exits_cleanly
@@ -123,24 +124,45 @@ def _identity(st: os.stat_result) -> str:
     return f"{st.st_dev}:{st.st_ino}"
 
 
-def made_by(directory: os.PathLike) -> Optional[str]:
-    """The tool whose marker proves it made ``directory``, or None (no marker, a
-    forged or copied one, a link)."""
-    directory = Path(directory)
+def _marker(directory: Path) -> Tuple[List[str], Optional[os.stat_result]]:
+    """The words of ``directory``'s marker (a plain file, read without following a
+    link) and the directory's own stat; ([], None) without one."""
     try:
         st = os.lstat(directory)
         if not stat.S_ISDIR(st.st_mode):
-            return None
+            return [], None
         fd = os.open(directory / MARKER, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return None
-            words = f.read(4096).decode("utf-8").split()
+                return [], None
+            return f.read(4096).decode("utf-8").split(), st
     except (OSError, UnicodeDecodeError):
-        return None
+        return [], None
+
+
+def made_by(directory: os.PathLike) -> Optional[str]:
+    """The tool whose marker proves it made ``directory``, or None (no marker, a
+    forged or copied one, a link)."""
+    words, st = _marker(Path(directory))
     if len(words) != 2 or words[1] != _identity(st):
         return None
     return words[0]
+
+
+def adopt(directory: os.PathLike, tool: str) -> None:
+    """Bind the marker of an earlier version (the tool's name alone, which any copy
+    carried along) to ``directory``: only on the user's word that it is the tool's
+    output."""
+    directory = Path(directory)
+    if made_by(directory) == tool:
+        return
+    if _marker(directory)[0] != [tool]:
+        raise UserError(
+            f"{directory} has no marker of an earlier version naming {tool}: "
+            "nothing to adopt",
+            status=2,
+        )
+    _mark(directory, tool)
 
 
 def _mark(directory: Path, tool: str) -> None:
@@ -171,6 +193,14 @@ def _usable(directory: Path, tool: str, what: str) -> Optional[str]:
     if owner is None and any(
         not e.name.startswith(_MARKER_TEMP) for e in directory.iterdir()
     ):
+        if _marker(directory)[0] == [tool]:
+            raise UserError(
+                f"{what} {directory} has a marker of an earlier version of {tool}, "
+                "which does not prove it made it: it is left untouched; if it is "
+                f"{tool}'s output, run 'python -m espnet_plugin_intertopk.safe_io."
+                f"ownership adopt {directory} {tool}', or give a new directory",
+                status=2,
+            )
         raise UserError(
             f"{what} {directory} exists and was not made by {tool} (no valid {MARKER} "
             "in it: a copied or linked marker proves nothing): it is left untouched; "
@@ -270,16 +300,17 @@ def remove_owned(directory: os.PathLike, tool: str) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="ownership", description="claim or remove a tool's output directory"
+        prog="ownership", description="claim, remove or adopt a tool's output directory"
     )
-    parser.add_argument("action", choices=("claim", "remove"))
+    parser.add_argument("action", choices=("claim", "remove", "adopt"))
     parser.add_argument("directory", type=Path)
     parser.add_argument("tool", help="the tool's name (also the prefix of an error)")
     args = parser.parse_args(argv)
     if args.action == "claim":
         exits_cleanly(args.tool)(claim_dir)(args.directory, args.tool, args.directory)
     else:
-        exits_cleanly(args.tool)(remove_owned)(args.directory, args.tool)
+        act = remove_owned if args.action == "remove" else adopt
+        exits_cleanly(args.tool)(act)(args.directory, args.tool)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,12 @@ def run(
         (["--train_config", "no.yaml"], "--train_config no.yaml: no such file"),
         (["--lm_config", "no.yaml"], "--lm_config no.yaml: no such file"),
         (["--python", "/no/python"], "--python /no/python: no such program"),
+        (["--extract_num_eval", "0"], "--extract_num_eval '0': must be at least 1"),
+        (["--extract_duration", "0.0"], "--extract_duration '0.0': must be above 0"),
+        (
+            ["--cohort_utts_per_speaker", "0"],
+            "--cohort_utts_per_speaker '0': must be at least 1",
+        ),
     ],
 )
 def test_a_bad_option_stops_the_recipe_before_any_stage(recipe, args, message):

@@ -93,6 +93,11 @@ for name in lm_margin extract_duration clean_threshold label_noise test_nontarge
     [[ "${!name}" =~ ^[0-9]+([.][0-9]+)?$ ]] \
         || bad_option "--${name} '${!name}': must be a non-negative number (e.g. 0.5)"
 done
+for name in extract_num_eval cohort_utts_per_speaker; do  # a later stage needs >= 1
+    [ "${!name}" -ge 1 ] || bad_option "--${name} '${!name}': must be at least 1"
+done
+[[ "${extract_duration}" =~ ^0*([.]0*)?$ ]] \
+    && bad_option "--extract_duration '${extract_duration}': must be above 0 (seconds)"
 [[ "${score_seeds}" =~ ^[0-9\ ]*$ ]] \
     || bad_option "--score_seeds '${score_seeds}': must be integers separated by spaces"
 for name in use_lm floor; do

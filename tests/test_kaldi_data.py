@@ -632,3 +632,12 @@ def test_what_espnet_would_misread_is_refused_and_not_counted(
         status, err = _cli(argv, capsys)
         assert status == 1 and err.count("\n") == 1, err
         assert err.startswith(f"kaldi_data: error: {spk2utt}") and message in err
+
+
+def test_a_directory_where_a_list_belongs_is_one_line(small_corpus, tmp_path, capsys):
+    d = _copy(small_corpus, tmp_path, "train")
+    (d / "spk2utt").unlink()
+    (d / "spk2utt").mkdir()
+    status, err = _cli(["check", "train", d], capsys)
+    assert (status, err) == (1, f"kaldi_data: error: {d / 'spk2utt'}: a directory, "
+                                "not a list\n")  # fmt: skip

@@ -266,6 +266,8 @@ def check_data_dir(data_dir: Path, kind: str) -> None:
     if not data_dir.is_dir():
         raise DataDirError(f"{data_dir}: no such directory")
     for name in REQUIRED[kind]:
+        if (data_dir / name).is_dir():
+            raise DataDirError(f"{data_dir / name}: a directory, not a list")
         if not (data_dir / name).is_file():
             raise DataDirError(
                 f"{data_dir / name}: required file is missing ({kind} data)"

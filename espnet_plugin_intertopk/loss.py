@@ -32,6 +32,8 @@ from espnet_plugin_intertopk.kernels.margins import MarginConstants
 from espnet_plugin_intertopk.kernels.selection import select_backend
 from espnet_plugin_intertopk.registration import register_loss
 
+SUBCENTER_INITS = ("independent", "shared")
+
 # The reference scales the hard-negative margin with margin / 0.2.
 MP_REFERENCE_MARGIN = 0.2
 
@@ -163,6 +165,13 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
             as data-parallel training would. Every rank must then call the loss at
             every step. ``state_dict()`` and ``load_state_dict()`` speak the full
             weight. Without a process group, or with one rank: the ordinary loss.
+        subcenter_init: "independent": every sub-center drawn on its own (the
+            reference's Xavier-uniform over all K * nclasses rows); "shared": the K
+            sub-centers of a class start as copies of one draw, so that at the start
+            each class has one direction that all its samples pull (the loss then
+            equals K = 1's) and the sub-centers part as training moves the one that
+            wins. The loss's values and gradients for given weights are the same
+            either way.
     """
 
     @arguments_checked
@@ -182,6 +191,7 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
         check_values: Optional[bool] = None,
         return_accuracy: Optional[bool] = None,
         shard_classes: bool = False,
+        subcenter_init: str = "independent",
     ):
         super().__init__(nout)
         for name, value in (("nout", nout), ("nclasses", nclasses), ("K", K)):
@@ -201,6 +211,11 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
         check_hard_negative_margin(mp, margin)
         if not 0 <= k_top < nclasses:
             raise ValueError(f"k_top must be in [0, nclasses={nclasses}), got {k_top}")
+        if subcenter_init not in SUBCENTER_INITS:
+            raise ValueError(
+                f"subcenter_init must be one of {SUBCENTER_INITS}, "
+                f"got {subcenter_init!r}"
+            )
         if class_chunk_size is not None and class_chunk_size < 1:
             raise ValueError(f"class_chunk_size must be >= 1, got {class_chunk_size}")
 
@@ -221,6 +236,7 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
         self._values_checked = False
         self._grad_buffer = GradientBuffer()
         self.shard_classes = shard_classes
+        self.subcenter_init = subcenter_init
         self.shard = make_shard(nclasses, K, nout) if shard_classes else None
         if self.shard is None:
             self.weight = nn.Parameter(torch.empty(K * nclasses, nout))
@@ -232,6 +248,10 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
             mark_sharded(self.weight)
             self.sharded_weight = ShardedWeight(self, self.shard, K, nclasses, nout)
             self._register_state_dict_hook(self.sharded_weight.state_dict_hook)
+        if subcenter_init == "shared":
+            with torch.no_grad():
+                rows = self.weight.view(-1, K, nout)
+                rows.copy_(rows[:, :1].expand_as(rows))
         self._register_load_state_dict_pre_hook(self._load_pre_hook)
         self.update(margin)
 
@@ -306,6 +326,7 @@ class ArcMarginProduct_intertopk_subcenter(AbsLoss):
             f"class_chunk_size={self.class_chunk_size}, "
             f"compile_kernels={self.compile_kernels}, "
             f"check_values={self.check_values}, shard_classes={self.shard_classes}, "
+            f"subcenter_init={self.subcenter_init}, "
             f"class_range={self.class_range}"
         )
 

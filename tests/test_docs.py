@@ -506,7 +506,7 @@ def test_the_checks_catch_a_made_up_option_and_a_broken_link(tmp_path):
     doc.write_text(
         "# Title\n\n[fine](#title) [gone](missing.md) [no anchor](#nothing)\n\n"
         "```bash\n"
-        "python -m espnet_plugin_intertopk.recipe.scoring --expdir x --made_up 1\n"
+        "python -m espnet_plugin_intertopk.scoring.compare --expdir x --made_up 1\n"
         "python -m espnet_plugin_intertopk.recipe.mfcc_floor --out a.npz --invented b\n"
         "python -m espnet_plugin_intertopk.recipe.kaldi_data shape a b\n"
         "python -m espnet_plugin_intertopk.recipe.no_such_tool --x 1\n"

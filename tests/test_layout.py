@@ -1,5 +1,6 @@
-"""The package's layers: the recipe tools do not pull in the loss, and the package
-import is light but still registers the loss when ESPnet's speaker task is imported."""
+"""The package's layers: the recipe and scoring tools do not pull in the loss, and the
+package import is light but still registers the loss when ESPnet's speaker task is
+imported."""
 
 import subprocess
 import sys
@@ -13,15 +14,17 @@ def _run(code: str) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def test_recipe_tools_import_without_the_loss_or_espnet_tasks():
+def test_recipe_and_scoring_tools_import_without_the_loss_or_espnet_tasks():
     code = (
         "import sys\n"
         "import espnet_plugin_intertopk.recipe.synthetic_corpus\n"
         "import espnet_plugin_intertopk.recipe.kaldi_data\n"
-        "import espnet_plugin_intertopk.recipe.scoring\n"
+        "import espnet_plugin_intertopk.scoring.compare\n"
+        "import espnet_plugin_intertopk.scoring.espnet_scores\n"
         "heavy = [m for m in sys.modules if m.startswith(('espnet2.tasks', 'torch'))\n"
         "         or m.startswith('espnet_plugin_intertopk.')\n"
         "         and not m.startswith(('espnet_plugin_intertopk.recipe',\n"
+        "                               'espnet_plugin_intertopk.scoring',\n"
         "                               'espnet_plugin_intertopk.registration',\n"
         "                               'espnet_plugin_intertopk.safe_io'))]\n"
         "print(heavy)"

@@ -162,6 +162,30 @@ def test_mp_follows_the_margin_and_do_lm_removes_the_penalty():
     assert (lm.mp, lm.k_top, lm.mp_eff) == (0.0, 0, 0.0)
 
 
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_shared_subcenter_init_starts_as_one_subcenter_per_class(chunk):
+    """With shared sub-centers a fresh loss gives K = 1's values and embedding
+    gradient (with the first sub-center of each class as the class's row), and its
+    rows differ from class to class as an independent draw's do."""
+    torch.manual_seed(3)
+    shared = PluginLoss(8, 6, K=3, k_top=2, subcenter_init="shared",
+                        class_chunk_size=chunk)  # fmt: skip
+    rows = shared.weight.detach().view(6, 3, 8)
+    assert torch.equal(rows[:, 1:], rows[:, :1].expand(6, 2, 8))
+    assert torch.unique(rows[:, 0], dim=0).shape[0] == 6
+    single = PluginLoss(8, 6, K=1, k_top=2, class_chunk_size=chunk)
+    single.weight.data.copy_(rows[:, 0])
+    x = torch.randn(5, 8, requires_grad=True)
+    y = torch.tensor([0, 1, 5, 3, 3])
+    got, _, preds = shared(x, y)
+    (gx,) = torch.autograd.grad(got, x)
+    want, _, want_preds = single(x, y)
+    (wx,) = torch.autograd.grad(want, x)
+    assert float(got) == pytest.approx(float(want), rel=RTOL)
+    assert torch.allclose(gx, wx, rtol=1e-4, atol=1e-6)
+    assert torch.equal(preds, want_preds)
+
+
 @pytest.mark.parametrize("target", [True, False])
 def test_finite_gradients_when_a_cosine_is_exactly_one(target):
     loss = PluginLoss(4, 6, K=2, k_top=3, margin=0.3, return_accuracy=True)
@@ -226,6 +250,7 @@ def test_half_precision_keeps_float32_angles(dtype):
         (dict(class_chunk_size=True), "class_chunk_size must be int or None"),
         (dict(check_values=1), "check_values must be bool or None"),
         (dict(bogus=1), "unexpected keyword argument 'bogus'"),
+        (dict(subcenter_init="tied"), "subcenter_init must be one of"),
         # The hard-negative margin mp * margin / 0.2 reaches pi/2.
         (dict(mp=1.5, margin=1.4), "hard-negative margin .* = 10.5 rad"),
         (dict(mp=0.63, margin=0.5), "must be < pi/2"),

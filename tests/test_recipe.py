@@ -75,18 +75,18 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
     assert first.returncode == 0, (first.stdout + first.stderr)[-5000:]
     # Side by side once stage 3 is done: stages 4-6; a second training seed (its own
     # directory; scoring several seeds is tested in test_scoring.py); a changed
-    # setting for the finished run (refused, not served); and the cleaning stages 7-8
+    # setting for the finished run (refused, not served); and the cleaning stages 8-9
     # (continued from the collapsed model; a threshold the one-epoch model passes).
     cleaning_stages = [*SHRUNKEN, "--use_lm", "false", "--clean_threshold", "100",
                        "--clean_init", "collapsed"]  # fmt: skip
     rest, seed1, changed, cleaning = run_side_by_side(
         recipe,
-        [*SHRUNKEN, "--stage", "4"],
+        [*SHRUNKEN, "--stage", "4", "--stop_stage", "6"],
         [*SHRUNKEN, "--stage", "3", "--stop_stage", "3", "--train_seed", "1",
          "--use_lm", "false"],
         [*SHRUNKEN, "--stage", "3", "--stop_stage", "3",
          "--train_args", "--max_epoch 1 --loss_conf margin=0.3"],
-        [*cleaning_stages, "--stage", "7", "--stop_stage", "8"],
+        [*cleaning_stages, "--stage", "8", "--stop_stage", "9"],
     )  # fmt: skip
     log = first.stdout + first.stderr + rest.stdout + rest.stderr
     assert rest.returncode == 0, log[-5000:]
@@ -151,13 +151,16 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
     assert "not resuming" in changed.stdout and "loss_conf" in changed.stdout
 
     # Side by side: scoring again gives the same tables; another corpus size in the
-    # same corpus directory is refused. (Stage 9 extracts and scores as stages 5-6 do;
-    # it ran in the label-noise experiment, see README; not repeated here for time.)
-    again, other_corpus = run_side_by_side(
+    # same corpus directory is refused; stage 7 calibrates one model (its validation
+    # embeddings extracted there). (Stage 10 extracts and scores as stages 5-6 do; it
+    # ran in the label-noise experiment, see README; not repeated here for time.)
+    again, other_corpus, calibrated = run_side_by_side(
         recipe,
         [*SHRUNKEN, "--stage", "6", "--stop_stage", "6"],
         [*SHRUNKEN, "--stop_stage", "1", "--corpus_dir", "downloads/synth_seed0",
          "--n_train_speakers", "6"],
+        [*SHRUNKEN, "--stage", "7", "--stop_stage", "7",
+         "--score_models", "aamsoftmax_sc_topk"],
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     body = lambda text: text.split("- machine:", 1)[1]  # noqa: E731 (after the date)
@@ -167,6 +170,20 @@ def test_every_stage_of_the_shrunken_recipe(recipe):
         "other settings" in other_corpus.stderr
         and "n_train_speakers" in other_corpus.stderr
     )
+    assert calibrated.returncode == 0, (calibrated.stdout + calibrated.stderr)[-5000:]
+    valid_utts = {
+        u
+        for line in (recipe / "data/valid/trial_label").read_text().splitlines()
+        for u in line.split()[0].split("*")
+    }
+    valid_embedded = np.load(model / "embed" / "valid_embeddings.npz")
+    assert sorted(valid_embedded.files) == sorted(valid_utts)
+    calibrated_results = (recipe / "RESULTS_calibrated.md").read_text()
+    assert [(r[0], r[1]) for r in table_rows(calibrated_results, "Mean")] == [
+        ("aamsoftmax_sc_topk", "cosine"), ("aamsoftmax_sc_topk", "asnorm"),
+        ("aamsoftmax_sc_topk", "asnorm+qmf-valid"),
+    ]  # fmt: skip
+    assert "- asnorm+qmf-valid: AS-norm calibrated" in calibrated_results
     assert cleaning.returncode == 0, (cleaning.stdout + cleaning.stderr)[-5000:]
     clean_dir = exp / "aamsoftmax_sc_topk/seed0/cleaning_th100"
     kept = (clean_dir / "data/wav.scp").read_text().splitlines()

@@ -3,6 +3,7 @@ and local/scale.sh's), the user's lists inside the recipe's data directory, and 
 directories the recipe removes; and the scoring options run.sh hands on. Each run stops
 at a guard (or runs a stand-in ``--python``), so these take well under a second."""
 
+import os
 import shlex
 import subprocess
 import sys
@@ -45,6 +46,12 @@ def run(
         (["--use_lm", "yes"], "--use_lm 'yes': must be true or false"),
         (["--loss", "softmax"], "--loss 'softmax': must be aamsoftmax_sc_topk, "),
         (["--score_norm", "snorm"], "--score_norm 'snorm': must be asnorm or none"),
+        (["--calibrate", "test"], "--calibrate 'test': must be valid, train, both "),
+        (
+            ["--score_norm", "none"],
+            "--calibrate valid calibrates AS-norm scores: give --score_norm asnorm or "
+            "--calibrate none",
+        ),
         (["--clean_init", "x"], "--clean_init 'x': must be scratch, collapsed or both"),
         (["--train_dir", "nowhere"], "--train_dir nowhere: no such directory"),
         (["--test_dir", "/nowhere"], "--test_dir /nowhere: no such directory"),
@@ -70,8 +77,8 @@ def test_a_bad_option_stops_the_recipe_before_any_stage(recipe, args, message):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--parts", "foo"], "--parts 'foo': must be curve, ablation, grouped or"),
-        (["--parts", "curve foo"], "--parts 'foo': must be curve, ablation, grouped"),
+        (["--parts", "foo"], "--parts 'foo': must be curve, ablation, grouped, mech"),
+        (["--parts", "curve foo"], "--parts 'foo': must be curve, ablation, grou"),
         (["--scales", "50"], "--scales '50': scales are integers >= 100"),
         (["--scales", "1000 3e2"], "--scales '3e2': scales are integers >= 100"),
         (["--score_only", "maybe"], "--score_only 'maybe': must be true or false"),
@@ -132,7 +139,7 @@ def test_score_json_and_references_reach_the_scoring(recipe, tmp_path):
     checks, floor, scoring = [shlex.split(x) for x in calls.read_text().splitlines()]
     assert checks[:2] == ["-m", "espnet_plugin_intertopk.recipe.preflight"]
     assert floor[:2] == ["-m", "espnet_plugin_intertopk.recipe.mfcc_floor"]
-    assert scoring[:2] == ["-m", "espnet_plugin_intertopk.recipe.scoring"]
+    assert scoring[:2] == ["-m", "espnet_plugin_intertopk.scoring.compare"]
     assert _values(scoring, "--json") == ["scores dir/s.json"]
     assert _values(scoring, "--references") == [references]  # one argument
     assert _values(scoring, "--floor") == ["exp/mfcc_floor/test_embeddings.npz"]
@@ -141,8 +148,40 @@ def test_score_json_and_references_reach_the_scoring(recipe, tmp_path):
     proc = run(recipe, *stage_6, "--floor", "false")
     assert proc.returncode == 0, proc.stderr
     _, scoring = [shlex.split(line) for line in calls.read_text().splitlines()]
-    assert scoring[:2] == ["-m", "espnet_plugin_intertopk.recipe.scoring"]
+    assert scoring[:2] == ["-m", "espnet_plugin_intertopk.scoring.compare"]
     assert not {"--json", "--references", "--floor"} & set(scoring)
+
+
+def test_calibration_stage_hands_its_options_to_the_scoring(recipe, tmp_path):
+    """Stage 7 scores with calibration into its own results file; validation
+    embeddings newer than the checkpoint are not extracted again; --calibrate none
+    skips the stage."""
+    stub = _recording_python(tmp_path)
+    calls = Path(f"{stub}.calls")
+    model = recipe / "exp/aamsoftmax_sc_topk/seed0"
+    (model / "embed").mkdir(parents=True)
+    (model / "valid.eer.best.pth").write_text("")
+    (model / "embed/valid_embeddings.npz").write_text("")
+    os.utime(model / "valid.eer.best.pth", (1e9, 1e9))  # older than the embeddings
+    stage_7 = ["--stage", "7", "--stop_stage", "7", "--python", str(stub)]
+    proc = run(recipe, *stage_7, "--use_lm", "false", "--calibration_json", "c.json",
+               "--quality_measures", "norm cohort")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    checks, scoring = [shlex.split(x) for x in calls.read_text().splitlines()]
+    assert checks[:2] == ["-m", "espnet_plugin_intertopk.recipe.preflight"]
+    assert "calibration_json=c.json" in _values(checks, "--output")
+    assert scoring[:2] == ["-m", "espnet_plugin_intertopk.scoring.compare"]
+    assert _values(scoring, "--calibrate") == ["valid"]
+    assert _values(scoring, "--calibration_dir") == ["data/valid"]
+    assert _values(scoring, "--results") == ["RESULTS_calibrated.md"]
+    assert _values(scoring, "--json") == ["c.json"]
+    assert _values(scoring, "--quality_measures") == ["norm cohort"]
+    assert _values(scoring, "--score_norm") == ["asnorm"]
+    calls.unlink()
+    proc = run(recipe, *stage_7, "--calibrate", "none")
+    assert proc.returncode == 0 and "stage 7: skipped" in proc.stdout
+    (only,) = [shlex.split(x) for x in calls.read_text().splitlines()]
+    assert only[:2] == ["-m", "espnet_plugin_intertopk.recipe.preflight"]
 
 
 @pytest.mark.parametrize(
@@ -200,7 +239,7 @@ def test_cleaning_stage_removes_nothing_in_its_output_directory(recipe, tmp_path
     cleaning.mkdir(parents=True)
     (cleaning / "mine.txt").write_text("kept")
     python = str(_checking_python(tmp_path))
-    proc = run(recipe, "--stage", "7", "--stop_stage", "7", "--python", python)
+    proc = run(recipe, "--stage", "8", "--stop_stage", "8", "--python", python)
     assert proc.returncode == 1
     assert (cleaning / "mine.txt").read_text() == "kept"
     assert (cleaning.parent / "cleaning_th55.log").is_file()  # the log is beside it

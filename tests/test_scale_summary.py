@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from espnet_plugin_intertopk.recipe import scale_summary, scoring
+from espnet_plugin_intertopk.recipe import scale_summary
+from espnet_plugin_intertopk.scoring import compare as scoring
 
 from test_scoring import SYSTEMS, _edit_npz, write_experiment
 
@@ -253,8 +254,8 @@ BAD = {
     ),
     "JSON of something else": (
         [], lambda p: p.write_text("[1, 2]"), 1,
-        "{p100}: not a results file of scoring.py --json (point 100); give the file "
-        "its --json option wrote",
+        "{p100}: not a results file of scoring.compare --json (point 100); give the "
+        "file its --json option wrote",
     ),
     "a scoring JSON without results": (
         [], lambda p: _edit_json(p, lambda d: d.pop("results")), 1,

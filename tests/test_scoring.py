@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_metrics import reference_act_dcf, reference_cllr, reference_min_cllr
 
-from espnet_plugin_intertopk.recipe import scoring
-from espnet_plugin_intertopk.recipe.scoring import error_rates
 from espnet_plugin_intertopk.safe_io import atomic
+from espnet_plugin_intertopk.scoring import compare as scoring
+from espnet_plugin_intertopk.scoring import metrics, normalisation
+from espnet_plugin_intertopk.scoring.metrics import error_rates
 
 
 def test_one_target_below_one_non_target():
@@ -30,7 +32,9 @@ def test_separated_scores_have_no_errors():
     scores = np.array([0.9, 0.8, 0.1, 0.0, -0.5])
     labels = np.array([1, 1, 0, 0, 0])
     got = error_rates(scores, labels)
-    assert got == {"eer": 0.0, "mindcf@0.05": 0.0, "mindcf@0.01": 0.0}
+    assert {k: got[k] for k in ("eer", "mindcf@0.05", "mindcf@0.01")} == {
+        "eer": 0.0, "mindcf@0.05": 0.0, "mindcf@0.01": 0.0
+    }  # fmt: skip
 
 
 def test_reversed_scores_miss_everything():
@@ -54,7 +58,7 @@ def test_as_norm_matches_a_direct_loop_per_trial():
     pairs = [(f"u{i}", f"u{j}") for i in range(12) for j in range(i + 1, 12)][:40]
     cohort = np.stack(list(_random_embeddings(rng, range(30)).values()))
     top_n = 7
-    got = scoring.as_norm(emb, pairs, cohort, top_n)
+    got = normalisation.as_norm(emb, pairs, cohort, top_n)
     for (a, b), value in zip(pairs, got):
         s = float(emb[a] @ emb[b])
         stats = []
@@ -71,7 +75,7 @@ def test_cohort_means_are_unit_speaker_averages():
         "a2": np.array([0.0, 1.0]),
         "b1": np.array([-1.0, 0.0]),
     }
-    means = scoring.cohort_means(emb, {"a1": "A", "a2": "A", "b1": "B"})
+    means = normalisation.cohort_means(emb, {"a1": "A", "a2": "A", "b1": "B"})
     assert np.allclose(means, [[2**-0.5, 2**-0.5], [-1.0, 0.0]])
 
 
@@ -85,8 +89,8 @@ def test_bootstrap_of_identical_systems_is_zero_width_at_zero():
     rng = np.random.default_rng(1)
     labels, groups = _trials(rng)
     seeds = [rng.standard_normal(labels.size) + labels for _ in range(3)]
-    point, low, high = scoring.paired_bootstrap(
-        seeds, seeds, labels, groups, scoring.eer, n_resamples=200
+    point, low, high = metrics.paired_bootstrap(
+        seeds, seeds, labels, groups, metrics.eer, n_resamples=200
     )
     assert point == low == high == 0.0
 
@@ -97,7 +101,7 @@ def test_bootstrap_of_a_constant_shift_gives_that_shift():
     a = [rng.standard_normal(labels.size) for _ in range(2)]
     b = [x - 0.3 for x in a]
     mean_score = lambda s, _labels: float(np.mean(s))  # noqa: E731
-    point, low, high = scoring.paired_bootstrap(
+    point, low, high = metrics.paired_bootstrap(
         a, b, labels, groups, mean_score, n_resamples=200
     )
     assert point == pytest.approx(0.3) and low == pytest.approx(0.3)
@@ -111,8 +115,8 @@ def test_bootstrap_interval_covers_the_point_and_widens_with_fewer_speakers():
         labels, groups = _trials(rng, n_speakers=n_speakers, per_speaker=30)
         a = [rng.standard_normal(labels.size) + 1.5 * labels for _ in range(2)]
         b = [rng.standard_normal(labels.size) + 1.0 * labels for _ in range(2)]
-        point, low, high = scoring.paired_bootstrap(
-            a, b, labels, groups, scoring.eer, n_resamples=300
+        point, low, high = metrics.paired_bootstrap(
+            a, b, labels, groups, metrics.eer, n_resamples=300
         )
         assert low <= point <= high and point < 0  # a separates better: lower EER
         widths.append(high - low)
@@ -266,25 +270,52 @@ def test_the_hand_made_scores_are_what_they_were_made_to_be():
             )
 
 
-def _section(text: str, title: str) -> str:
+def _section(text: str, title: str, cells: int = 0) -> str:
+    """The data rows of a section's table; with ``cells``, only their first cells."""
     part = text.split(f"## {title}", 1)[1].split("\n#", 1)[0]
-    return "".join(
-        line + "\n"
+    rows = [
+        line
         for line in part.splitlines()
         if line.startswith("| ") and not line.startswith("| model")
-    )
+    ]
+    if cells:
+        rows = ["|" + "|".join(row.split("|")[1 : cells + 1]) + "|" for row in rows]
+    return "".join(row + "\n" for row in rows)
+
+
+def _known_scores(system, norm):
+    """The scores of a hand-made system's trials, in TRIALS order, as constructed:
+    cosine, or AS-norm (10 s - 1; 7.5 s - 1.5 with the hub on the test side)."""
+    targets, non_targets, hub = SYSTEMS[system]
+    out = []
+    for _, b, label in TRIALS:
+        i = int(b[-1])
+        s = (targets if label else non_targets)[i]
+        if norm == "asnorm":
+            s = 7.5 * s - 1.5 if not label and i == hub else 10 * s - 1
+        out.append(s)
+    return out
 
 
 def test_every_row_of_the_results_table(experiment):
     argv, results = experiment
     scoring.main(argv)
     text = results.read_text()
-    assert _section(text, "Mean ± std over training seeds") == EXPECTED_MEANS
+    assert _section(text, "Mean ± std over training seeds", 6) == EXPECTED_MEANS
     assert _section(text, "Paired EER differences") == EXPECTED_PAIRED
-    assert _section(text, "Per seed") == EXPECTED_PER_SEED
+    assert _section(text, "Per seed", 6) == EXPECTED_PER_SEED
+    # The calibration metrics of every seed's row from the known scores, by the
+    # first-principles computations of test_metrics.
+    labels = [label for _, _, label in TRIALS]
+    for model, norm, seed, *cells in _rows(text, "Per seed"):
+        system = ("floor", 0) if model == scoring.FLOOR else (model, int(seed))
+        known = _known_scores(system, norm)
+        want = [reference_act_dcf(known, labels, p) for p in (0.05, 0.01)]
+        want += [reference_cllr(known, labels), reference_min_cllr(known, labels)]
+        assert cells[3:] == [f"{v:.4f}" for v in want]
     assert "- test trials: 16 (8 target, 8 non-target) from 6 speakers\n" in text
     assert "AS-norm, top 2 of" in text and "- intervals: 20 bootstrap" in text
-    assert text.endswith("| 0.5000 | 0.5000 |\n\n### Flagged training utterances, "
+    assert text.endswith(" |\n\n### Flagged training utterances, "
                          "seed 0\n\n| 55 | 3 |\n")  # fmt: skip
 
 
@@ -519,10 +550,21 @@ def _mean_std_cell(entry: dict, digits: int) -> str:
     return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
 
 
-def _interval_cell(diff: dict) -> str:
+def _interval_cell(diff: dict, digits: int = 2) -> str:
     if diff["low"] is None:
         return "none"
-    return f"[{diff['low']:+.2f}, {diff['high']:+.2f}]"
+    return f"[{diff['low']:+.{digits}f}, {diff['high']:+.{digits}f}]"
+
+
+def _json_metrics(entry: dict):
+    """(JSON entry of one metric, digits shown) in the Markdown's column order."""
+    return [
+        (entry["eer_percent"], 2),
+        *((entry["mindcf_by_p_target"][p], 4) for p in ("0.05", "0.01")),
+        *((entry["actdcf_by_p_target"][p], 4) for p in ("0.05", "0.01")),
+        (entry["cllr_bits"], 4),
+        (entry["min_cllr_bits"], 4),
+    ]
 
 
 def check_json_against_markdown(data: dict, text: str) -> None:
@@ -531,23 +573,19 @@ def check_json_against_markdown(data: dict, text: str) -> None:
     results = data["results"]
     means = _rows(text, "Mean ± std over training seeds")
     assert len(means) == sum(len(per_model) for per_model in results.values())
-    for model, norm, n_seeds, eer_cell, *dcf_cells in means:
+    for model, norm, n_seeds, *cells in means:
         entry = results[norm][model]
         assert int(n_seeds) == len(entry["seeds"])
-        assert eer_cell == _mean_std_cell(entry["eer_percent"], 2)
-        dcf = entry["mindcf_by_p_target"]
-        assert list(dcf) == ["0.05", "0.01"]
-        assert dcf_cells == [_mean_std_cell(dcf[p], 4) for p in dcf]
+        assert list(entry["mindcf_by_p_target"]) == ["0.05", "0.01"]
+        assert cells == [_mean_std_cell(m, d) for m, d in _json_metrics(entry)]
     per_seed = _rows(text, "Per seed")
     assert len(per_seed) == sum(
         len(e["seeds"]) for per_model in results.values() for e in per_model.values()
     )
-    for model, norm, seed, eer_cell, *dcf_cells in per_seed:
+    for model, norm, seed, *cells in per_seed:
         entry = results[norm][model]
-        assert eer_cell == f"{entry['eer_percent']['per_seed'][seed]:.2f}"
-        assert dcf_cells == [
-            f"{entry['mindcf_by_p_target'][p]['per_seed'][seed]:.4f}"
-            for p in ("0.05", "0.01")
+        assert cells == [
+            f"{m['per_seed'][seed]:.{d}f}" for m, d in _json_metrics(entry)
         ]
     paired = [
         [
@@ -560,6 +598,21 @@ def check_json_against_markdown(data: dict, text: str) -> None:
         for d in data["paired_eer_differences"]
     ]
     assert _rows(text, "Paired EER differences") == paired
+    scoring_diffs = [
+        [
+            d["model"],
+            d["scoring"],
+            d["baseline_scoring"],
+            d["metric"],
+            f"{d['mean']:+.{2 if d['metric'] == 'eer' else 4}f}",
+            _interval_cell(d, 2 if d["metric"] == "eer" else 4),
+        ]
+        for d in data["paired_scoring_differences"]
+    ]
+    if scoring_diffs:
+        assert _rows(text, "Paired differences between scorings") == scoring_diffs
+    else:
+        assert "## Paired differences between scorings" not in text
 
 
 def test_json_holds_the_numbers_of_the_markdown(experiment, tmp_path):

@@ -1,5 +1,5 @@
 """Summary of a scale experiment: test EER against the number of training speakers, from
-the scoring JSON (``scoring.py --json``) of each point, as Markdown and a plot.
+the scoring JSON (``scoring.compare --json``) of each point, as Markdown and a plot.
 
 ``python -m espnet_plugin_intertopk.recipe.scale_summary --point 100=exp/scale100.json
 --point 1000=exp/scale1000.json [--walltime exp/scale_walltime.tsv] --out summary.md
@@ -37,9 +37,13 @@ from espnet_plugin_intertopk.safe_io.errors import (
 from espnet_plugin_intertopk.safe_io.ownership import check_apart, check_output_files
 
 PROG = "python -m espnet_plugin_intertopk.recipe.scale_summary"
-# What scoring.py --json writes into its files (scoring's JSON_TOOL; not imported
-# from there, which would import ESPnet).
-SCORING_TOOL = "espnet_plugin_intertopk.recipe.scoring"
+# What scoring's compare.py --json writes into its files (compare's JSON_TOOL; not
+# imported from there, which would import ESPnet), and what it wrote before it moved
+# out of recipe/ (the recorded RESULTS_scale*.json).
+SCORING_TOOLS = (
+    "espnet_plugin_intertopk.scoring.compare",
+    "espnet_plugin_intertopk.recipe.scoring",
+)
 # The plugin's loss without large-margin fine-tuning: its differences are also listed.
 PLUGIN = "aamsoftmax_sc_topk"
 DCF_P = "0.05"  # the minDCF shown
@@ -114,10 +118,10 @@ def load_point(n: int, path: Path) -> Point:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise UserError(f"{path}: cannot read it as JSON (point {n}): {err}") from None
-    if not isinstance(data, dict) or data.get("tool") != SCORING_TOOL:
+    if not isinstance(data, dict) or data.get("tool") not in SCORING_TOOLS:
         raise UserError(
-            f"{path}: not a results file of scoring.py --json (point {n}); give the "
-            "file its --json option wrote"
+            f"{path}: not a results file of scoring.compare --json (point {n}); give "
+            "the file its --json option wrote"
         )
     try:
         rows = {}
@@ -418,7 +422,8 @@ def get_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="N=PATH",
-        help="a point: N training speakers, the JSON of scoring.py --json (repeat)",
+        help="a point: N training speakers, the JSON of scoring.compare --json "
+        "(repeat)",
     )
     parser.add_argument(
         "--walltime",

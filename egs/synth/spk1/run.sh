@@ -10,15 +10,17 @@
 # Stages: 1 data (train / valid / test, disjoint speakers)  2 shape files
 #         3 training (checkpoints selected on valid)  4 large-margin fine-tuning
 #         5 test and cohort embeddings (both models)  6 scoring -> RESULTS.md
+#         7 AS-norm calibrated with quality measures on the validation speakers' trials
+#           -> RESULTS_calibrated.md (--calibrate none: skipped)
 # Cleaning with the sub-centers (for label noise, e.g. --label_noise 0.1):
-#         7 flag utterances far from their class's dominant sub-center, cleaned data
-#         8 retrain on the cleaned data  9 test embeddings, scoring -> RESULTS_<name>_*.md
+#         8 flag utterances far from their class's dominant sub-center, cleaned data
+#         9 retrain on the cleaned data  10 test embeddings, scoring -> RESULTS_<name>_*.md
 # Every setting below can be overridden as --name value.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=1
-stop_stage=6
+stop_stage=7
 python=                # default: the project's .venv python when there is one
 ngpu=0
 loss=aamsoftmax_sc_topk  # aamsoftmax_sc_topk (plugin) | aamsoftmax_sc_topk_espnet | aamsoftmax
@@ -46,7 +48,14 @@ floor=true             # add the untrained MFCC floor row
 results=RESULTS.md
 score_json=            # also write the scores as JSON there (for local/scale.sh's summary)
 score_references=      # models compared with every other (default: the first scored)
-# Stages 7-9: cleaning with the sub-centers of the stage-3 model.
+# Stage 7: calibration of the AS-norm scores (a linear logistic model of the score and
+# quality measures), fitted on other speakers' trials than the test's.
+calibrate=valid        # valid: the validation speakers' trials | train: the cohort's
+                       # training speakers' (the anchors' way) | both | none: skip
+quality_measures="duration norm cohort"
+calibration_results=RESULTS_calibrated.md
+calibration_json=      # also write the calibrated results as JSON there
+# Stages 8-10: cleaning with the sub-centers of the stage-3 model.
 clean_threshold=55     # degrees to the dominant sub-center above which an utterance is
                        # dropped (chosen on the training data's noise truth, see README)
 clean_init=collapsed   # continue from the stage-3 model with only its dominant sub-centers
@@ -60,7 +69,7 @@ test_dir=
 corpus_dir=            # default: downloads/synth_seed<seed>[_noise<label_noise>]
 label_noise=0          # synthetic corpus: fraction of training utterances labelled as
                        # another speaker (truth in <corpus_dir>/noise_truth, read by
-                       # stage 7's evaluation only); data, dump and model names then
+                       # stage 8's evaluation only); data, dump and model names then
                        # get the suffix _noise<label_noise>
 data=                  # default: data[_noise<label_noise>]
 dump=                  # default: dump[_noise<label_noise>]
@@ -108,6 +117,12 @@ case "${loss}" in
     *) bad_option "--loss '${loss}': must be aamsoftmax_sc_topk, aamsoftmax_sc_topk_espnet or aamsoftmax" ;;
 esac
 case "${score_norm}" in asnorm|none) ;; *) bad_option "--score_norm '${score_norm}': must be asnorm or none" ;; esac
+case "${calibrate}" in
+    valid|train|both) [ "${score_norm}" = asnorm ] || [ "${stop_stage}" -lt 7 ] || [ "${stage}" -gt 7 ] \
+        || bad_option "--calibrate ${calibrate} calibrates AS-norm scores: give --score_norm asnorm or --calibrate none" ;;
+    none) ;;
+    *) bad_option "--calibrate '${calibrate}': must be valid, train, both or none" ;;
+esac
 case "${clean_init}" in
     scratch|collapsed|both) ;;
     *) bad_option "--clean_init '${clean_init}': must be scratch, collapsed or both" ;;
@@ -160,7 +175,9 @@ clean_results="${clean_results:-RESULTS_${name}_cleaned${clean_threshold}.md}"
 # would refuse only after earlier ones had rewritten their outputs.
 checks=(--output data="${data}" --output dump="${dump}" --output expdir="${expdir}"
         --output results="${results}" --output score_json="${score_json}"
-        --output clean_results="${clean_results}" --input train_dir="${train_dir}"
+        --output clean_results="${clean_results}"
+        --output calibration_results="${calibration_results}"
+        --output calibration_json="${calibration_json}" --input train_dir="${train_dir}"
         --input valid_dir="${valid_dir}" --input test_dir="${test_dir}"
         --input train_config="${train_config}" --clean_threshold "${clean_threshold}"
         --cohort_speakers "${cohort_speakers}")
@@ -180,7 +197,11 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
 else
     checks+=(--cohort_utt2spk "${data}/cohort/utt2spk")
 fi
-if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && [ "${score_norm}" = asnorm ]; then checks+=(--top_n "${top_n}"); fi
+# AS-norm in stage 6, and in stage 7 (calibration of the AS-norm scores).
+if { [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && [ "${score_norm}" = asnorm ]; } \
+    || { [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ] && [ "${calibrate}" != none ]; }; then
+    checks+=(--top_n "${top_n}")
+fi
 ${python} -m espnet_plugin_intertopk.recipe.preflight "${checks[@]}" || exit 1
 
 # Validation trials (checkpoint selection) in stages 3, 4 and 8; the test trials are
@@ -310,13 +331,44 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
             --test_dir "${data}/test" --out "${expdir}/mfcc_floor/test_embeddings.npz"
         score_args+=(--floor "${expdir}/mfcc_floor/test_embeddings.npz")
     fi
-    ${python} -m espnet_plugin_intertopk.recipe.scoring --expdir "${expdir}" \
+    ${python} -m espnet_plugin_intertopk.scoring.compare --expdir "${expdir}" \
         --models "${models_to_score}" --seeds "${score_seeds:-${train_seed}}" \
         --test_dir "${data}/test" --results "${results}" --score_norm "${score_norm}" \
         --cohort_utt2spk "${data}/cohort/utt2spk" --top_n "${top_n}" --bootstrap "${bootstrap}" \
         "${score_args[@]}"
 fi
-# Stages 7-9: the cleaning of the training data with the stage-3 model's sub-centers.
+
+# Stage 7: the AS-norm scores of stage 6's models and seeds, calibrated on trials of
+# other speakers than the test's (the validation speakers' by default), beside the
+# uncalibrated ones, into their own results file. Validation embeddings are extracted
+# here unless newer ones than the model's checkpoint exist.
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ] && [ "${calibrate}" = none ]; then
+    log "stage 7: skipped (--calibrate none)"
+elif [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+    models_to_score="${score_models:-${names[*]}}"
+    seeds_to_score="${score_seeds:-${train_seed}}"
+    if [ "${calibrate}" != train ]; then
+        for n in ${models_to_score}; do
+            for s in ${seeds_to_score}; do
+                m="${expdir}/${n}/seed${s}"
+                if [ "${m}/embed/valid_embeddings.npz" -nt "${m}/valid.eer.best.pth" ]; then continue; fi
+                log "stage 7: validation embeddings with ${m}/valid.eer.best.pth"
+                extract "${m}" valid
+            done
+        done
+    fi
+    log "stage 7: calibrating (${calibrate}) ${models_to_score} (seeds ${seeds_to_score}) -> ${calibration_results}"
+    calibration_args=()
+    if [ -n "${calibration_json}" ]; then calibration_args+=(--json "${calibration_json}"); fi
+    if [ -n "${score_references}" ]; then calibration_args+=(--references "${score_references}"); fi
+    ${python} -m espnet_plugin_intertopk.scoring.compare --expdir "${expdir}" \
+        --models "${models_to_score}" --seeds "${seeds_to_score}" \
+        --test_dir "${data}/test" --results "${calibration_results}" --score_norm asnorm \
+        --cohort_utt2spk "${data}/cohort/utt2spk" --top_n "${top_n}" --bootstrap "${bootstrap}" \
+        --calibrate "${calibrate}" --calibration_dir "${data}/valid" \
+        --quality_measures "${quality_measures}" "${calibration_args[@]}"
+fi
+# Stages 8-10: the cleaning of the training data with the stage-3 model's sub-centers.
 cleaning="${exp}/cleaning_th${clean_threshold}"
 case "${clean_init}" in
     scratch) cleaned_names=("${name}_cleaned${clean_threshold}") ;;
@@ -326,8 +378,8 @@ esac
 # Precision and recall over these thresholds where the corpus knows its label noise.
 eval_thresholds="45 50 52 54 55 56 58 60 62 65 70 75 80"
 
-if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
-    log "stage 7: cleaning ${data}/train with ${exp}/valid.eer.best.pth" \
+if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+    log "stage 8: cleaning ${data}/train with ${exp}/valid.eer.best.pth" \
         "(threshold ${clean_threshold} deg) -> ${cleaning}"
     collapse=false
     if [ "${clean_init}" != scratch ]; then collapse=true; fi
@@ -349,7 +401,7 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     fi
 fi
 
-if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     spk_num="$(speakers_of "${cleaning}/data")"
     for n in "${cleaned_names[@]}"; do
         m="${expdir}/${n}/seed${train_seed}"
@@ -357,7 +409,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         if [[ "${n}" == *_collapsed ]]; then
             init_args=(--init_param "${cleaning}/collapsed/model.pth" --loss_conf K=1)
         fi
-        log "stage 8: training ${loss} on ${cleaning}/data ${init_args[*]} -> ${m}"
+        log "stage 9: training ${loss} on ${cleaning}/data ${init_args[*]} -> ${m}"
         # shellcheck disable=SC2046,SC2086
         train_into "${m}" --config "${train_config}" \
             $(train_data_args "${cleaning}/data" "${cleaning}/train_shape" "${spk_num}") \
@@ -365,18 +417,18 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     done
 fi
 
-if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
+if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
     # Test embeddings of each model unless newer ones than its checkpoint exist
     # (stage 5 makes the stage-3 model's).
     for n in "${cleaned_names[@]}" "${name}"; do
         m="${expdir}/${n}/seed${train_seed}"
         if [ "${m}/embed/test_embeddings.npz" -nt "${m}/valid.eer.best.pth" ]; then continue; fi
-        log "stage 9: test embeddings with ${m}/valid.eer.best.pth"
+        log "stage 10: test embeddings with ${m}/valid.eer.best.pth"
         extract "${m}" test
     done
     seeds_to_score="${score_seeds:-${train_seed}}"
     models_to_score="${cleaned_names[*]} ${name} ${clean_reference}"
-    log "stage 9: scoring ${models_to_score} (seeds ${seeds_to_score}) -> ${clean_results}"
+    log "stage 10: scoring ${models_to_score} (seeds ${seeds_to_score}) -> ${clean_results}"
     section="${expdir}/${name}/cleaning_th${clean_threshold}_evaluation.md"
     : > "${section}"
     for s in ${seeds_to_score}; do
@@ -388,7 +440,7 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
             echo >> "${section}"
         fi
     done
-    ${python} -m espnet_plugin_intertopk.recipe.scoring --expdir "${expdir}" \
+    ${python} -m espnet_plugin_intertopk.scoring.compare --expdir "${expdir}" \
         --models "${models_to_score}" --seeds "${seeds_to_score}" \
         --test_dir "${data}/test" --results "${clean_results}" --score_norm none \
         --bootstrap "${bootstrap}" --append "${section}"

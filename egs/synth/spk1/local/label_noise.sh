@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The label-noise experiment: per seed, train on the corpus with --label_noise (stage 3),
-# clean it with the sub-centers (stage 7), retrain on the cleaned data from scratch and
-# from the collapsed model (stage 8); then score the cleaned, noisy and clean-label
-# models on the same test trials into RESULTS_<loss>_noise<f>_cleaned<T>.md (stage 9;
+# clean it with the sub-centers (stage 8), retrain on the cleaned data from scratch and
+# from the collapsed model (stage 9); then score the cleaned, noisy and clean-label
+# models on the same test trials into RESULTS_<loss>_noise<f>_cleaned<T>.md (stage 10;
 # T is run.sh's --clean_threshold), with the
 # precision and recall of the flagged utterances against the corpus's noise truth.
 # The clean-label reference is the ordinary run's model (exp/<loss>/seed<N>, from
@@ -28,7 +28,7 @@ noisy=(--label_noise "${label_noise}" --clean_init both)
 one_seed() {
     local seed="$1"; shift
     ./run.sh --stage 3 --stop_stage 3 --train_seed "${seed}" "$@"
-    ./run.sh --stage 7 --stop_stage 9 --train_seed "${seed}" "$@"
+    ./run.sh --stage 8 --stop_stage 10 --train_seed "${seed}" "$@"
 }
 mkdir -p exp
 for seed in ${seeds}; do
@@ -37,5 +37,5 @@ for seed in ${seeds}; do
 done
 pool_wait
 first="${seeds%% *}"
-./run.sh --stage 9 --stop_stage 9 --train_seed "${first}" --score_seeds "${seeds}" \
+./run.sh --stage 10 --stop_stage 10 --train_seed "${first}" --score_seeds "${seeds}" \
     --clean_reference aamsoftmax_sc_topk "${noisy[@]}" "$@"

@@ -5,26 +5,33 @@
 # on its first N speakers (nested sets), so that every point shares the validation
 # trials (checkpoint selection), the test trials and the AS-norm cohort (one utterance
 # of each of the first 100 training speakers, in every scale's training set).
-# Training: conf/scale/*.yaml (the recipe's defaults shrunk alike for every run, 800
-# steps at every scale; see their headers).
+# Training: conf/scale/*.yaml (the recipe's defaults shrunk alike for every run; see
+# their headers), 20 epochs whose steps grow with the speakers: at least 10 passes over
+# the training data and 800 steps (iters_per_epoch below).
 #
 #   local/scale.sh [--jobs 2] [--seeds "0 1 2"] [--scales "1000 300 100"] \
 #       [--parts "curve ablation grouped"] [--score_only true]
+#   local/scale.sh --seeds "0 1" --scales 1000 --parts "mechanism selection"
 #
 # --score_only true: no training or extraction, only the scoring of the parts and the
 # curve's summary (RESULTS_scale.md, images/scale_curve.png).
 #
 # Parts (each run once per seed, side by side with --jobs):
-#   curve     at each scale: the plugin (+ LM), ESPnet's copy, AAM-softmax
-#             -> RESULTS_scale<N>.md (exp/scale<N>)
+#   curve     at each scale: the plugin (+ LM), ESPnet's copy, AAM-softmax (both + LM
+#             at the largest scale) -> RESULTS_scale<N>.md (exp/scale<N>)
 #   ablation  at the largest scale, one part of the plugin off at a time: K 1, k_top 0,
 #             constant margin, k_top 5 (k_top 10 is the default); LM off is the curve's
 #             plugin without its LM -> RESULTS_scale<N>_ablation.md
-#   grouped   the curve's losses (the plugin without LM, to save time) on a corpus
-#             whose speakers come in groups of 5 that
+#   grouped   the curve's losses on a corpus whose speakers come in groups of 5 that
 #             share one voice but for pitch and tract length, with half of the test's
 #             non-target trials within groups (the validation list: every pair)
 #             -> RESULTS_scale<N>_grouped.md (exp/scale<N>_grouped)
+#   mechanism at the largest scale, trained only, with --training_diagnostics: the
+#             plugin (also at the former 800-step budget), K 1, k_top 0, AAM-softmax,
+#             ESPnet's copy under the plugin's margin schedule
+#             -> RESULTS_scale<N>_mechanism.md/.json, images/scale<N>_mechanism.png
+#   selection at the largest scale, trained only: the fixes tried against the stall
+#             -> RESULTS_scale<N>_selection.md/.json, images/scale<N>_selection.png
 # Each RESULTS file has a JSON twin (.json); the curve's are summarised into
 # RESULTS_scale.md and images/scale_curve.png (recipe.scale_summary).
 # Each run's wall time goes to exp/scale_walltime.tsv, its log to
@@ -49,8 +56,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 for part in ${parts}; do
-    case "${part}" in curve|ablation|grouped|mechanism) ;;
-        *) echo "$0: --parts '${part}': must be curve, ablation, grouped or mechanism" >&2; exit 1 ;;
+    case "${part}" in curve|ablation|grouped|mechanism|selection) ;;
+        *) echo "$0: --parts '${part}': must be curve, ablation, grouped, mechanism or selection" >&2; exit 1 ;;
     esac
 done
 [[ "${pool_jobs}" =~ ^[1-9][0-9]*$ ]] \
@@ -120,10 +127,14 @@ curve_models=(
     "aamsoftmax_sc_topk_espnet|aamsoftmax_sc_topk_espnet|false|"
     "aamsoftmax|aamsoftmax|false|"
 )
-grouped_models=(
-    "aamsoftmax_sc_topk|aamsoftmax_sc_topk|false|"
-    "${curve_models[@]:1}"
+# At the largest scale the baselines get large-margin fine-tuning too, so that the
+# plugin's LM is compared with theirs there.
+curve_models_largest=(
+    "${curve_models[0]}"
+    "aamsoftmax_sc_topk_espnet|aamsoftmax_sc_topk_espnet|true|"
+    "aamsoftmax|aamsoftmax|true|"
 )
+grouped_models=("${curve_models[@]}")
 ablation_models=(
     "ablation_K1|aamsoftmax_sc_topk|false|--loss_conf K=1"
     "ablation_k_top0|aamsoftmax_sc_topk|false|--loss_conf k_top=0"
@@ -144,6 +155,23 @@ mechanism_models=(
     "mech_aamsoftmax|aamsoftmax|false|${diag}"
     "mech_espnet_scheduled|aamsoftmax_sc_topk_espnet|false|${diag} --loss_conf scale=32 --loss_conf margin=0.2 --margin_scheduler exp"
 )
+# The fixes tried against the stall (chosen on the validation trials; docs/loss.md):
+# sub-centers that start as copies of one draw, a learning-rate warm-up over the first
+# 2 of the 20 epochs (ESPnet's warmupsteplr: linear warm-up, then conf/scale's halving
+# every 6 epochs, counted after the warm-up), and both. AAM-softmax gets the warm-up
+# too: a schedule that helps one loss must be given to the others.
+warmup() {
+    local iters
+    iters="$(iters_per_epoch "$1")"
+    echo "--scheduler warmupsteplr --scheduler_conf warmup_steps=$((2 * iters))" \
+         "--scheduler_conf steps_per_epoch=${iters}"
+}
+selection_models() {
+    echo "sel_plugin_shared|aamsoftmax_sc_topk|false|${diag} --loss_conf subcenter_init=shared"
+    echo "sel_plugin_warmup|aamsoftmax_sc_topk|false|${diag} $(warmup "$1")"
+    echo "sel_plugin_shared_warmup|aamsoftmax_sc_topk|false|${diag} --loss_conf subcenter_init=shared $(warmup "$1")"
+    echo "sel_aamsoftmax_warmup|aamsoftmax|false|${diag} $(warmup "$1")"
+}
 # $1 scale, $2 suffix, then model specs; ${queue_run_args[@]} go to run.sh.
 queue_run_args=()
 queue() {
@@ -178,7 +206,11 @@ if [ "${score_only}" = false ]; then
             prepare "${n}" ""
             mkdir -p "exp/scale${n}"
         fi
-        if has curve; then queue "${n}" "" "${curve_models[@]}"; fi
+        if has curve && [ "${n}" = "${largest}" ]; then
+            queue "${n}" "" "${curve_models_largest[@]}"
+        elif has curve; then
+            queue "${n}" "" "${curve_models[@]}"
+        fi
         if [ "${n}" = "${largest}" ] && has ablation; then
             # Its reference, the plugin (+ LM), is the curve's first model.
             if ! has curve; then queue "${n}" "" "${curve_models[0]}"; fi
@@ -192,6 +224,14 @@ if [ "${score_only}" = false ]; then
         queue "${largest}" "" "${mechanism_models[@]}"
         queue_run_args=()
     fi
+    if has selection; then
+        prepare "${largest}" ""
+        mkdir -p "exp/scale${largest}"
+        mapfile -t specs < <(selection_models "${largest}")
+        queue_run_args=(--stop_stage 3)
+        queue "${largest}" "" "${specs[@]}"
+        queue_run_args=()
+    fi
     if has grouped; then
         prepare "${largest}" _grouped "${grouped_args[@]}"
         mkdir -p "exp/scale${largest}_grouped"
@@ -200,11 +240,37 @@ if [ "${score_only}" = false ]; then
     pool_wait
 fi
 
+# Training curves of the mechanism and selection runs: $1 part, then the run names
+# (globs) under exp/scale<largest>; a run is labelled by its name less mech_/sel_.
+curves() {
+    local part="$1" runs=() dir tag name
+    shift
+    for name in "$@"; do
+        for dir in "exp/scale${largest}/"${name}/seed*; do
+            [ -f "${dir}/train.log" ] || continue
+            tag="$(basename "$(dirname "${dir}")")"
+            tag="${tag#mech_}"
+            runs+=(--run "${tag#sel_}/$(basename "${dir}")=${dir}")
+        done
+    done
+    mkdir -p images
+    ${pool_python} -m espnet_plugin_intertopk.recipe.training_curves "${runs[@]}" \
+        --out "RESULTS_scale${largest}_${part}.md" \
+        --json "RESULTS_scale${largest}_${part}.json" --plot "images/scale${largest}_${part}.png"
+}
+if has mechanism; then curves mechanism "mech_*"; fi
+# The selection's references: the same defaults without a fix (the mechanism's runs).
+if has selection; then curves selection "sel_*" mech_plugin mech_aamsoftmax; fi
+
 curve="aamsoftmax_sc_topk_lm aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet aamsoftmax"
 if has curve; then
     points=()
     for n in ${scales}; do
-        score "${n}" "" "RESULTS_scale${n}" "${curve}" aamsoftmax_sc_topk_lm
+        models="${curve}"
+        if [ "${n}" = "${largest}" ]; then
+            models+=" aamsoftmax_sc_topk_espnet_lm aamsoftmax_lm"
+        fi
+        score "${n}" "" "RESULTS_scale${n}" "${models}" aamsoftmax_sc_topk_lm
         points+=(--point "${n}=RESULTS_scale${n}.json")
     done
     mkdir -p images
@@ -218,6 +284,6 @@ if has ablation; then
 fi
 if has grouped; then
     score "${largest}" _grouped "RESULTS_scale${largest}_grouped" \
-        "aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet aamsoftmax" aamsoftmax_sc_topk \
+        "${curve}" aamsoftmax_sc_topk_lm \
         --floor false  # the MFCC floor of the grouped corpus: minutes, for one row
 fi

@@ -15,6 +15,7 @@ import torch
 from espnet_plugin_intertopk.kernels import fused_cpu
 from espnet_plugin_intertopk.recipe import synthetic_corpus
 from espnet_plugin_intertopk.recipe.kaldi_data import check_data_dir, write_shape_file
+from espnet_plugin_intertopk.safe_io.ownership import MARKER
 
 
 def _cpu_compiler_problem() -> str:
@@ -53,10 +54,13 @@ SMALL = dict(
 
 
 def digest(root: Path):
-    """Hash of every file, with the (location-dependent) root path taken out."""
+    """Hash of every file, with the (location-dependent) root path and the device and
+    inode an ownership marker names taken out."""
     out = {}
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
         data = f.read_bytes().replace(str(root.resolve()).encode(), b"<root>")
+        if f.name == MARKER:
+            data = data.split()[0]
         out[str(f.relative_to(root))] = hashlib.sha256(data).hexdigest()
     return out
 

@@ -11,6 +11,7 @@ import torch
 from espnet2.train.reporter import Reporter
 
 from espnet_plugin_intertopk.safe_io import atomic
+from espnet_plugin_intertopk.safe_io.errors import UserError
 from espnet_plugin_intertopk.train.crash_safety import (
     atomic_config,
     crash_safe_saving,
@@ -100,6 +101,22 @@ def test_repair_rewrites_what_a_kill_after_the_checkpoint_left_out(tmp_path):
     assert os.readlink(tmp_path / "valid.eer.best.pth") == "3epoch.pth"
     assert not (tmp_path / "train.loss.best.pth").exists()  # never reported
     assert not list(tmp_path.glob(atomic.TEMP_PREFIX + "*"))
+
+
+@pytest.mark.parametrize("keep", [0, 100, -1])
+def test_a_truncated_checkpoint_is_one_line_on_resume(tmp_path, keep):
+    # Written in place by plain ESPnet (or cut by a copy): resuming from it is refused
+    # with the file named and what to do, not an unpickling traceback.
+    _checkpoint(tmp_path, [30.0, 20.0])
+    path = tmp_path / "checkpoint.pth"
+    data = path.read_bytes()
+    path.write_bytes(data[:keep] if keep >= 0 else data[: len(data) // 2])
+    with pytest.raises(UserError) as refused:
+        repair_run_dir(tmp_path, [("valid", "eer", "min")], 10)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: cannot resume from it: it is truncated")
+    assert "\n" not in message and "move it away" in message
+    assert path.read_bytes() == (data[:keep] if keep >= 0 else data[: len(data) // 2])
 
 
 def test_repair_keeps_an_older_best_and_rewrites_a_stale_epoch_file(tmp_path):

@@ -472,7 +472,7 @@ def test_audio_must_be_16k_mono_and_not_empty(
 )
 def test_an_empty_list_is_refused(small_corpus, tmp_path, split, name, message):
     d = _copy(small_corpus, tmp_path, split)
-    (d / name).write_text("\n")
+    (d / name).write_text("")
     with pytest.raises(DataDirError, match=rf"{name}: {message} \(the file is empty\)"):
         kaldi_data.check_data_dir(d, "train" if split == "train" else "test")
 
@@ -602,4 +602,42 @@ def test_an_output_that_cannot_be_written_is_named(small_corpus, tmp_path, capsy
     out = tmp_path / "missing" / "train_shape"
     status, err = _cli(["shape", small_corpus / "train" / "wav.scp", out], capsys)
     assert status == 1 and err.count("\n") == 1
-    assert err.endswith(f"No such file or directory: '{out}'\n")  # not the temporary
+    # The file asked for, not the temporary one.
+    assert err == f"kaldi_data: error: {out}: No such file or directory\n"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.replace("\n", "\r\n"), ":1: has a carriage return"),
+        (lambda t: t.rstrip("\n"), ": the last line has no final newline"),
+        (lambda t: t.replace("\n", "\n\n", 1), ":2: blank line"),
+        (lambda t: t.replace(" ", "\t", 1), ":1: has a tab"),
+        (lambda t: t.replace("\n", " \n", 1), ":1: spaces at the start or end"),
+        (lambda t: " " + t, ":1: spaces at the start or end"),
+    ],
+)
+def test_what_espnet_would_misread_is_refused_and_not_counted(
+    small_corpus, tmp_path, capsys, edit, message
+):
+    # A blank line or a missing final newline made `wc -l spk2utt` (run.sh's
+    # --spk_num) wrong, and ESPnet fail mid-training.
+    d = _copy(small_corpus, tmp_path, "train")
+    kaldi_data.main(["speakers", str(d)])
+    speakers = len(set(read_map(d / "utt2spk").values()))
+    assert capsys.readouterr().out == f"{speakers}\n" and speakers >= 2
+    spk2utt = d / "spk2utt"
+    spk2utt.write_bytes(edit(spk2utt.read_text()).encode())
+    for argv in (["check", "train", d], ["speakers", d]):
+        status, err = _cli(argv, capsys)
+        assert status == 1 and err.count("\n") == 1, err
+        assert err.startswith(f"kaldi_data: error: {spk2utt}") and message in err
+
+
+def test_a_directory_where_a_list_belongs_is_one_line(small_corpus, tmp_path, capsys):
+    d = _copy(small_corpus, tmp_path, "train")
+    (d / "spk2utt").unlink()
+    (d / "spk2utt").mkdir()
+    status, err = _cli(["check", "train", d], capsys)
+    assert (status, err) == (1, f"kaldi_data: error: {d / 'spk2utt'}: a directory, "
+                                "not a list\n")  # fmt: skip

@@ -6,11 +6,12 @@ at a guard (or runs a stand-in ``--python``), so these take well under a second.
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from espnet_plugin_intertopk.safe_io.ownership import MARKER
+from espnet_plugin_intertopk.safe_io.ownership import MARKER, claim_dir, made_by
 
 from conftest import copy_recipe, digest
 
@@ -57,6 +58,12 @@ def run(
         (["--train_config", "no.yaml"], "--train_config no.yaml: no such file"),
         (["--lm_config", "no.yaml"], "--lm_config no.yaml: no such file"),
         (["--python", "/no/python"], "--python /no/python: no such program"),
+        (["--extract_num_eval", "0"], "--extract_num_eval '0': must be at least 1"),
+        (["--extract_duration", "0.0"], "--extract_duration '0.0': must be above 0"),
+        (
+            ["--cohort_utts_per_speaker", "0"],
+            "--cohort_utts_per_speaker '0': must be at least 1",
+        ),
     ],
 )
 def test_a_bad_option_stops_the_recipe_before_any_stage(recipe, args, message):
@@ -103,6 +110,20 @@ def _recording_python(directory: Path) -> Path:
     return stub
 
 
+def _checking_python(directory: Path) -> Path:
+    """A stand-in for --python that runs the recipe's checks and its ownership
+    commands for real and fails every other command."""
+    stub = directory / "python"
+    checks = "espnet_plugin_intertopk.recipe.preflight"
+    stub.write_text(
+        "#!/usr/bin/env bash\n"
+        f'case "$2" in {checks}|espnet_plugin_intertopk.safe_io.ownership)\n'
+        f'    exec {sys.executable} "$@" ;;\nesac\nexit 1\n'
+    )
+    stub.chmod(0o755)
+    return stub
+
+
 def _values(argv, option):
     return [argv[i + 1] for i, token in enumerate(argv[:-1]) if token == option]
 
@@ -115,7 +136,8 @@ def test_score_json_and_references_reach_the_scoring(recipe, tmp_path):
     proc = run(recipe, *stage_6, "--score_json", "scores dir/s.json",
                "--score_references", references)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    floor, scoring = [shlex.split(line) for line in calls.read_text().splitlines()]
+    checks, floor, scoring = [shlex.split(x) for x in calls.read_text().splitlines()]
+    assert checks[:2] == ["-m", "espnet_plugin_intertopk.recipe.preflight"]
     assert floor[:2] == ["-m", "espnet_plugin_intertopk.recipe.mfcc_floor"]
     assert scoring[:2] == ["-m", "espnet_plugin_intertopk.scoring.compare"]
     assert _values(scoring, "--json") == ["scores dir/s.json"]
@@ -125,7 +147,7 @@ def test_score_json_and_references_reach_the_scoring(recipe, tmp_path):
     calls.unlink()
     proc = run(recipe, *stage_6, "--floor", "false")
     assert proc.returncode == 0, proc.stderr
-    (scoring,) = [shlex.split(line) for line in calls.read_text().splitlines()]
+    _, scoring = [shlex.split(line) for line in calls.read_text().splitlines()]
     assert scoring[:2] == ["-m", "espnet_plugin_intertopk.scoring.compare"]
     assert not {"--json", "--references", "--floor"} & set(scoring)
 
@@ -145,7 +167,9 @@ def test_calibration_stage_hands_its_options_to_the_scoring(recipe, tmp_path):
     proc = run(recipe, *stage_7, "--use_lm", "false", "--calibration_json", "c.json",
                "--quality_measures", "norm cohort")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    (scoring,) = [shlex.split(line) for line in calls.read_text().splitlines()]
+    checks, scoring = [shlex.split(x) for x in calls.read_text().splitlines()]
+    assert checks[:2] == ["-m", "espnet_plugin_intertopk.recipe.preflight"]
+    assert "calibration_json=c.json" in _values(checks, "--output")
     assert scoring[:2] == ["-m", "espnet_plugin_intertopk.scoring.compare"]
     assert _values(scoring, "--calibrate") == ["valid"]
     assert _values(scoring, "--calibration_dir") == ["data/valid"]
@@ -156,7 +180,8 @@ def test_calibration_stage_hands_its_options_to_the_scoring(recipe, tmp_path):
     calls.unlink()
     proc = run(recipe, *stage_7, "--calibrate", "none")
     assert proc.returncode == 0 and "stage 7: skipped" in proc.stdout
-    assert not calls.exists()
+    (only,) = [shlex.split(x) for x in calls.read_text().splitlines()]
+    assert only[:2] == ["-m", "espnet_plugin_intertopk.recipe.preflight"]
 
 
 @pytest.mark.parametrize(
@@ -176,33 +201,101 @@ def test_the_users_lists_in_the_recipes_data_dir_are_refused_untouched(
         (recipe / d).mkdir(parents=True)
         (recipe / d / "wav.scp").write_text("u1 /audio/u1.wav\n")
     before = digest(recipe)
-    proc = run(recipe, "--stop_stage", "1", *args)
-    assert proc.returncode == 1
-    assert f"{option} " in proc.stderr and "which this stage writes" in proc.stderr
+    proc = run(recipe, "--stop_stage", "1", "--python", sys.executable, *args)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"{option} " in proc.stderr and " overlaps " in proc.stderr
     assert digest(recipe) == before
 
 
-def test_extraction_removes_only_its_own_scratch_directory(recipe):
+def test_extraction_removes_only_its_own_scratch_directory(recipe, tmp_path):
     scratch = recipe / "exp/aamsoftmax_sc_topk/seed0/embed_test"
     scratch.mkdir(parents=True)
     (scratch / "mine.txt").write_text("not the recipe's")
-    args = ["--stage", "5", "--stop_stage", "5", "--use_lm", "false"]
-    proc = run(recipe, *args, "--score_norm", "none", "--python", "false")
+    python = str(_checking_python(tmp_path))
+    args = ["--stage", "5", "--stop_stage", "5", "--use_lm", "false", "--python"]
+    args += [python, "--score_norm", "none"]
+    proc = run(recipe, *args)
+    assert proc.returncode == 1 and "was not made by run.sh" in proc.stderr
+    assert (scratch / "mine.txt").read_text() == "not the recipe's"
+    # A marker naming run.sh copied in proves nothing: it names another directory.
+    (scratch / MARKER).write_text("run.sh 0:0\n")
+    proc = run(recipe, *args)
     assert proc.returncode == 1 and "was not made by run.sh" in proc.stderr
     assert (scratch / "mine.txt").read_text() == "not the recipe's"
     # A scratch directory of the recipe's (an interrupted extraction) is replaced;
     # the stand-in python then fails the extraction itself.
-    (scratch / MARKER).write_text("run.sh\n")
-    proc = run(recipe, *args, "--score_norm", "none", "--python", "false")
+    (scratch / "mine.txt").unlink()
+    (scratch / MARKER).unlink()
+    claim_dir(scratch, "run.sh", "scratch")
+    (scratch / "half.npz").write_text("partial")
+    proc = run(recipe, *args)
     assert proc.returncode == 1 and "was not made" not in proc.stderr
     assert [p.name for p in scratch.iterdir()] == [MARKER]
+    assert made_by(scratch) == "run.sh"
 
 
-def test_cleaning_stage_removes_nothing_in_its_output_directory(recipe):
+def test_cleaning_stage_removes_nothing_in_its_output_directory(recipe, tmp_path):
     cleaning = recipe / "exp/aamsoftmax_sc_topk/seed0/cleaning_th55"
     cleaning.mkdir(parents=True)
     (cleaning / "mine.txt").write_text("kept")
-    proc = run(recipe, "--stage", "8", "--stop_stage", "8", "--python", "false")
+    python = str(_checking_python(tmp_path))
+    proc = run(recipe, "--stage", "8", "--stop_stage", "8", "--python", python)
     assert proc.returncode == 1
     assert (cleaning / "mine.txt").read_text() == "kept"
     assert (cleaning.parent / "cleaning_th55.log").is_file()  # the log is beside it
+
+
+def _users_corpus(root: Path, n_speakers: int = 4) -> None:
+    """mine/train and mine/test of a user (lists only: the checks before the first
+    stage read no audio), audio under mine/audio."""
+    utts = [(f"s{i}", f"s{i}-u{j}") for i in range(n_speakers) for j in range(2)]
+    train, test = root / "mine" / "train", root / "mine" / "test"
+    for d in (train, test):
+        d.mkdir(parents=True)
+        (d / "wav.scp").write_text(
+            "".join(f"{u} mine/audio/{u}.wav\n" for _, u in utts)
+        )
+    (train / "utt2spk").write_text("".join(f"{u} {s}\n" for s, u in utts))
+    (train / "spk2utt").write_text(
+        "".join(f"s{i} s{i}-u0 s{i}-u1\n" for i in range(n_speakers))
+    )
+    for name in ("trial.scp", "trial2.scp"):
+        (test / name).write_text(f"s0-u0*s1-u0 mine/audio/s{name[5:6]}.wav\n")
+    (test / "trial_label").write_text("s0-u0*s1-u0 0\n")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--results", "mine/test/trial_label"],
+         "--results mine/test/trial_label overlaps the input --valid_dir mine/test"),
+        (["--dump", "mine/train/dump"],
+         "--dump mine/train/dump overlaps the input --train_dir mine/train"),
+        (["--expdir", "mine/audio/../audio/exp"],
+         "--expdir mine/audio/../audio/exp overlaps the input mine/audio (audio of"),
+        (["--data", "mine"], "--data mine overlaps the input --train_dir mine/train"),
+        (["--score_json", "mine"], "--score_json mine overlaps the input"),
+        (["--results", "exp/R.md"], "--results exp/R.md overlaps --expdir exp"),
+        (["--clean_threshold", "0"], "--clean_threshold 0: must be an angle in (0,"),
+        (["--cohort_speakers", "1"], "--cohort_speakers 1: give 0 (all) or 2 or more"),
+        ([], "--top_n 50 is more than the 4 cohort speakers stage 6 will have"),
+        (["--valid_dir", "", "--n_valid_speakers", "3"],
+         "--n_valid_speakers 3: 4 training speakers cannot give that many"),
+        (["--stage", "6", "--top_n", "1"], "--top_n 1: must be >= 2"),
+    ],
+)  # fmt: skip
+def test_every_output_and_late_option_is_checked_before_any_stage(
+    recipe, args, message
+):
+    # The user's own directories as inputs; outputs pointed into them (through ..
+    # too), and options that only a late stage used to refuse.
+    _users_corpus(recipe)
+    before = digest(recipe)
+    users = ["--train_dir", "mine/train", "--valid_dir", "mine/test", "--test_dir",
+             "mine/test", "--python", sys.executable, "--stop_stage", "9"]  # fmt: skip
+    proc = run(recipe, *users, *args)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr and proc.stdout == ""  # no stage started
+    assert digest(recipe) == before  # nothing written, nothing made
+    made = sorted(p.name for p in recipe.iterdir())
+    assert made == ["conf", "local", "mine", "run.sh"]

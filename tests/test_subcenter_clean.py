@@ -19,7 +19,7 @@ from espnet_plugin_intertopk.cleaning.evaluation import precision_recall
 from espnet_plugin_intertopk.cleaning.subcenters import SubcenterScan, collapse_weight
 from espnet_plugin_intertopk.recipe.kaldi_data import read_map
 from espnet_plugin_intertopk.safe_io.errors import UserError
-from espnet_plugin_intertopk.safe_io.ownership import MARKER
+from espnet_plugin_intertopk.safe_io.ownership import MARKER, claim_dir
 from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
 
 from conftest import build_and_save, digest
@@ -299,15 +299,17 @@ def test_a_failed_or_killed_run_leaves_the_previous_outputs(
         run(math.ceil(largest) + 1, True)  # report and data written, then it fails
     assert _tree(out) == before
     # A killed run leaves its build directory: the next run removes it (its marker
-    # says whose it is), and nothing without the marker.
+    # proves whose it is), and nothing without it or with a copied one.
     killed = out / (outputs.BUILD_PREFIX + "killed")
+    claim_dir(killed, outputs.TOOL, "a build directory")
     shutil.copytree(out / "data", killed / "data")
-    (killed / MARKER).write_text(outputs.TOOL + "\n")
     foreign = out / (outputs.BUILD_PREFIX + "not_ours")
     foreign.mkdir()
+    copied = out / (outputs.BUILD_PREFIX + "copied")
+    shutil.copytree(killed, copied)
     monkeypatch.undo()
     run(median, False)
-    assert not killed.exists() and foreign.is_dir()
+    assert not killed.exists() and foreign.is_dir() and copied.is_dir()
 
 
 def test_a_threshold_that_flags_everything_is_refused_after_the_report(
@@ -393,8 +395,8 @@ def test_a_directory_the_tool_did_not_make_is_refused(
     assert _refused(argv, capsys) == (
         2,
         f"{spk_subcenter_clean.PROG}: error: --output_dir {out} exists and was not "
-        f"made by {outputs.TOOL} (no {MARKER} in it): it is left untouched; give a "
-        "new or empty directory",
+        f"made by {outputs.TOOL} (no valid {MARKER} in it: a copied or linked marker "
+        "proves nothing): it is left untouched; give a new or empty directory",
     )
     assert _tree(out) == {"notes.txt": b"my notes\n"}
 

@@ -5,6 +5,7 @@ import dataclasses
 import inspect
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -259,6 +260,39 @@ def test_a_directory_it_did_not_make_is_refused_even_with_force(tmp_path, capsys
     (theirs / "wav.scp").write_text("u a.wav\n")
     assert "made by kaldi_data" in _refused(_cli_args(theirs, seed=9), capsys)
     assert (theirs / "wav.scp").is_file()
+
+
+def test_a_done_file_or_a_copied_corpus_proves_nothing(tmp_path, capsys):
+    # A Kaldi or ESPnet data directory often has a .done: with --force it was removed.
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / ".done").write_text("{}\n")
+    (users / "wav.scp").write_text("u1 /my/u1.wav\n")
+    # A corpus of the tool's, copied with cp -a into the user's own tree.
+    made = tmp_path / "made"
+    synthetic_corpus.main(_cli_args(made, n_train_speakers=2))
+    capsys.readouterr()  # its progress bar
+    copied = tmp_path / "copied"
+    subprocess.run(["cp", "-a", str(made), str(copied)], check=True)
+    (copied / "notes.txt").write_text("mine")
+    for d in (users, copied):
+        before = digest(d)
+        for extra in ([], ["--force"]):
+            err = _refused(_cli_args(d, seed=9) + extra, capsys)
+            assert err.count("\n") == 1 and "was not made by synthetic_corpus" in err
+            assert "--force" not in err  # the message must not suggest it
+        assert digest(d) == before
+
+    # Its own corpus, regenerated with --force: the old one is kept aside whole,
+    # byte for byte (its lists name the audio where it was: renamed back, it works).
+    def raw(root):
+        files = (p for p in root.rglob("*") if p.is_file())
+        return {str(p.relative_to(root)): p.read_bytes() for p in files}
+
+    old = raw(made)
+    synthetic_corpus.main(_cli_args(made, n_train_speakers=2, seed=9) + ["--force"])
+    assert raw(tmp_path / ".made.old-1") == old
+    assert json.loads((made / ".done").read_text())["seed"] == 9
 
 
 def test_an_interrupted_generation_is_redone(small_corpus, tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import torch
 from espnet2.train.distributed_utils import DistributedOption
 from espnet2.train.reporter import Reporter
 
-from espnet_plugin_intertopk.bin import spk_train
+from espnet_plugin_intertopk.bin import spk_embed_extract, spk_train
 from espnet_plugin_intertopk.safe_io.errors import UserError
 from espnet_plugin_intertopk.train.task import IntertopkSpeakerTask
 from espnet_plugin_intertopk.train.trainer import MarginSchedulingSpkTrainer
@@ -162,3 +162,82 @@ def test_a_bad_option_is_one_line_and_exit_2(tmp_path, capsys, option, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("spk_train: error: " + message), err[-1]
     assert not any("Traceback" in line for line in err)
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("blank", "spk2utt:3: blank line: remove it"),
+        ("crlf", "spk2utt:1: has a carriage return"),
+        ("no_newline", "spk2utt:4: the last line has no final newline"),
+        ("spk_num", "--spk_num 5: "),
+        ("output_in_data", "--output_dir "),
+        ("missing", "utt2spk: cannot read it: No such file or directory"),
+    ],
+)
+def test_bad_data_given_directly_is_one_line(tmp_path, capsys, fault, message):
+    # What the recipe's stage 1 refuses, refused when spk_train is run by hand too:
+    # before ESPnet reads anything (the lists are never built into a model).
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = [f"s{i} u{i}" for i in range(N_SPK)]
+    spk2utt = "".join(f"{line}\n" for line in lines)
+    (data / "utt2spk").write_text("".join(f"u{i} s{i}\n" for i in range(N_SPK)))
+    spk_num, output_dir = N_SPK, tmp_path / "exp"
+    if fault == "blank":
+        spk2utt = spk2utt.replace("s2 u2\n", "\ns2 u2\n")
+    elif fault == "crlf":
+        spk2utt = spk2utt.replace("\n", "\r\n")
+    elif fault == "no_newline":
+        spk2utt = spk2utt.rstrip("\n")
+    elif fault == "spk_num":
+        spk_num = N_SPK + 1
+    elif fault == "output_in_data":
+        output_dir = data
+    else:
+        (data / "utt2spk").unlink()
+    (data / "spk2utt").write_text(spk2utt)
+    with pytest.raises(SystemExit) as exit_info:
+        spk_train.main(
+            ["--config", str(TINY_CONFIG), "--spk_num", str(spk_num), "--spk2utt",
+             str(data / "spk2utt"), "--train_data_path_and_name_and_type",
+             f"{data / 'utt2spk'},spk_labels,text", "--output_dir", str(output_dir),
+             "--dry_run", "true"]
+        )  # fmt: skip
+    assert exit_info.value.code in (1, 2)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("spk_train: error: "), err
+    assert message in err[0]
+    assert (
+        sorted(p.name for p in data.iterdir())
+        == ["spk2utt", "utt2spk"][: 1 if fault == "missing" else 2]
+    )
+    assert not (tmp_path / "exp").exists()
+
+
+def test_extraction_refuses_to_remove_or_overwrite_what_is_not_its_own(
+    tmp_path, capsys
+):
+    # ESPnet's extraction removes every embeddings*.npz of --output_dir and writes
+    # <set>_embeddings.npz there: neither may be the user's.
+    test = tmp_path / "test"
+    test.mkdir()
+    (test / "trial.scp").write_text("a*a /a.wav\n")
+    keep = {"embeddings_mine.npz": b"mine", "trial.scp": b"a*a /a.wav\n"}
+    (test / "embeddings_mine.npz").write_bytes(b"mine")
+    trials = f"{test / 'trial.scp'},speech,sound"
+    base = ["--spk_train_config", str(TINY_CONFIG), "--spk_model_file", "m.pth",
+            "--data_path_and_name_and_type", trials]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        spk_embed_extract.main([*base, "--output_dir", str(test)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("spk_embed_extract: error: "), err
+    assert "embeddings_mine.npz is there" in err[0]
+    assert {p.name: p.read_bytes() for p in test.iterdir()} == keep
+    # Once nothing is in the way, the next refusal is a list that does not parse.
+    (test / "embeddings_mine.npz").unlink()
+    (test / "trial.scp").write_text("a*a /a.wav")
+    with pytest.raises(SystemExit):
+        spk_embed_extract.main([*base, "--output_dir", str(test)])
+    assert "trial.scp:1: the last line has no final newline" in capsys.readouterr().err

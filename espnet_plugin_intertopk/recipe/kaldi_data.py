@@ -61,15 +61,16 @@ def read_entries(path: Path) -> Dict[str, Tuple[int, str]]:
     training), so a duplicate is a mistake in the list.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # newline="": a Windows line end is seen (and refused), not translated.
+        with open(path, encoding="utf-8", newline="") as f:
+            text = f.read()
     except OSError as err:
         raise DataDirError(f"{path}: cannot read it: {err.strerror}") from err
     except UnicodeDecodeError as err:
         raise DataDirError(f"{path}: not a UTF-8 text file ({err.reason})") from err
+    _check_layout(path, text)
     out: Dict[str, Tuple[int, str]] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, line in enumerate(text.split("\n")[:-1], 1):
         parts = line.split(maxsplit=1)
         if len(parts) != 2:
             raise DataDirError(f"{path}:{n}: expected '<key> <value>', got {line!r}")
@@ -81,6 +82,33 @@ def read_entries(path: Path) -> Dict[str, Tuple[int, str]]:
             )
         out[key] = (n, value)
     return out
+
+
+def _check_layout(path: Path, text: str) -> None:
+    """Refuse what ESPnet (and ``wc -l``) would misread: a carriage return, a missing
+    final newline, a blank line, a tab, spaces at either end of a line."""
+    if not text:
+        return
+    lines = text.split("\n")
+    problems = (
+        ("\r", "has a carriage return (Windows line ends): convert the file, e.g. "
+         "with dos2unix"),
+        ("\t", "has a tab: separate the fields with one space"),
+    )  # fmt: skip
+    for n, line in enumerate(lines[:-1], 1):
+        for char, what in problems:
+            if char in line:
+                raise DataDirError(f"{path}:{n}: {what}")
+        if not line.strip():
+            raise DataDirError(f"{path}:{n}: blank line: remove it")
+        if line != line.strip():
+            raise DataDirError(
+                f"{path}:{n}: spaces at the start or end of the line: remove them"
+            )
+    if lines[-1]:
+        raise DataDirError(
+            f"{path}:{len(lines)}: the last line has no final newline: add one"
+        )
 
 
 def read_map(path: Path) -> Dict[str, str]:
@@ -238,6 +266,8 @@ def check_data_dir(data_dir: Path, kind: str) -> None:
     if not data_dir.is_dir():
         raise DataDirError(f"{data_dir}: no such directory")
     for name in REQUIRED[kind]:
+        if (data_dir / name).is_dir():
+            raise DataDirError(f"{data_dir / name}: a directory, not a list")
         if not (data_dir / name).is_file():
             raise DataDirError(
                 f"{data_dir / name}: required file is missing ({kind} data)"
@@ -343,25 +373,17 @@ def _speakers(data_dir: Path) -> Dict[str, List[str]]:
 
 
 def _fresh_outputs(outputs: Dict[str, Path], inputs: List[Path]) -> None:
-    """Make each output an empty directory of this tool's, or refuse before anything
-    is removed: an output that overlaps an input or another output, or a directory
-    this tool did not make (``outputs``: option name -> directory)."""
+    """Make each output a fresh directory of this tool's, or refuse before anything
+    is changed: an output that overlaps an input or another output, or a directory
+    this tool did not provably make (``outputs``: option name -> directory). The last
+    run's outputs are renamed aside, not removed."""
     for what, directory in outputs.items():
         ownership.check_apart(directory, inputs, what)
-    named = list(outputs.items())
-    for (what, directory), (other, earlier) in itertools.combinations(named, 2):
-        a, b = Path(directory).resolve(), Path(earlier).resolve()
-        if a == b or a in b.parents or b in a.parents:
-            raise UserError(
-                f"{what} {directory} overlaps {other} {earlier}: give separate "
-                "directories",
-                status=2,
-            )
-    for what, directory in named:  # refuses a user's directory, removes nothing
-        ownership.claim_dir(directory, TOOL, what)
-    for what, directory in named:  # the last run's output: replaced whole
-        ownership.remove_owned(directory, TOOL)
-        ownership.claim_dir(directory, TOOL, what)
+    ownership.check_outputs_apart(outputs)
+    for what, directory in outputs.items():
+        ownership.check_replaceable(directory, TOOL, what)
+    for what, directory in outputs.items():
+        ownership.replace_dir(directory, TOOL, what)
 
 
 def holdout(
@@ -571,33 +593,36 @@ def main(argv=None) -> None:
         default=0,
         help="the first this many utterances of each speaker; 0 (default): all",
     )
+    speakers = sub.add_parser(
+        "speakers", help="print the number of speakers of a directory's spk2utt"
+    )
+    speakers.add_argument("data_dir", type=Path)
     args = parser.parse_args(argv)
-    try:
-        if args.command == "check":
-            check_data_dir(args.data_dir, args.kind)
-        elif args.command == "shape":
-            write_shape_file(args.scp, args.out)
-        elif args.command == "copy":
-            copy_dir(args.src, args.dst)
-            if args.kind == "train":
-                atomic.copy_file(args.dst / "spk2utt", args.dst / "category2utt")
-        elif args.command == "holdout":
-            holdout(
-                args.train_dir,
-                args.out_train,
-                args.out_valid,
-                args.n_speakers,
-                args.n_trials,
-                args.seed,
-            )
-        elif args.command == "utterances":
-            utterance_list(args.trial_dir, args.out)
-        elif args.command == "subset":
-            subset(args.train_dir, args.out, args.n_speakers, args.per_speaker)
-        else:
-            cohort_list(args.train_dir, args.out, args.per_speaker, args.n_speakers)
-    except OSError as err:  # an output that cannot be written: say which, no traceback
-        raise UserError(str(err)) from err
+    if args.command == "speakers":
+        print(len(_nonempty(args.data_dir / "spk2utt", "speakers")))
+    elif args.command == "check":
+        check_data_dir(args.data_dir, args.kind)
+    elif args.command == "shape":
+        write_shape_file(args.scp, args.out)
+    elif args.command == "copy":
+        copy_dir(args.src, args.dst)
+        if args.kind == "train":
+            atomic.copy_file(args.dst / "spk2utt", args.dst / "category2utt")
+    elif args.command == "holdout":
+        holdout(
+            args.train_dir,
+            args.out_train,
+            args.out_valid,
+            args.n_speakers,
+            args.n_trials,
+            args.seed,
+        )
+    elif args.command == "utterances":
+        utterance_list(args.trial_dir, args.out)
+    elif args.command == "subset":
+        subset(args.train_dir, args.out, args.n_speakers, args.per_speaker)
+    else:
+        cohort_list(args.train_dir, args.out, args.per_speaker, args.n_speakers)
 
 
 if __name__ == "__main__":

@@ -20,17 +20,17 @@ category iterator) and ``utt2num_samples``; ``valid/`` and ``test/`` also with
 ``<out>/wav``. The same settings give byte-identical files; ``.done`` records the
 settings, and the command line refuses to reuse a directory made with other ones.
 
-The command line checks every setting before it touches the disk, and removes or
-regenerates a directory only when it made it: ``.done`` (a finished corpus) or safe_io's
-ownership marker (written first, so an interrupted generation is redone) proves it; any
-other non-empty directory is refused.
+The command line checks every setting before it touches the disk and replaces a
+directory only when safe_io's ownership marker (written first) proves it made it; the
+old one is renamed aside, never removed (``.done``, written last, proves nothing about
+ownership: it only tells a finished corpus from an interrupted one, which is redone).
+Any other non-empty directory is refused.
 """
 
 import argparse
 import inspect
 import json
 import math
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -413,11 +413,6 @@ def settings_of(args: argparse.Namespace) -> Dict[str, object]:
     return out
 
 
-def _made_here(out: Path) -> bool:
-    """Whether ``out`` is a corpus of this tool's, finished or interrupted."""
-    return (out / ".done").is_file() or ownership.made_by(out) == TOOL
-
-
 def _settings_in(marker: Path) -> Dict[str, object]:
     try:
         have = json.loads(marker.read_text())
@@ -452,28 +447,26 @@ def main(argv=None) -> None:
         parser.error(str(err))
     marker = args.out / ".done"
     wanted = settings_of(args)
+    # Skipping only reads; replacing needs ownership.made_by's proof (a .done proves
+    # nothing: Kaldi and ESPnet directories have them too).
     if marker.is_file() and not args.force:
         have = _settings_in(marker)
         if have == wanted:
             print(f"{args.out}: corpus already generated with these settings, skipping")
             return
         diff = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
+        if ownership.made_by(args.out) != TOOL:
+            ownership.check_replaceable(args.out, TOOL, "the corpus directory")
         raise UserError(
             f"{args.out} holds a corpus generated with other settings "
             f"(setting: (there, asked)) {diff}; give another directory, or --force "
-            "to regenerate it in place",
+            "to regenerate it (the old one is kept aside)",
             status=2,
         )
-    try:
-        if _made_here(args.out):
-            # A finished corpus asked to be regenerated, or an interrupted one.
-            print(f"{args.out}: regenerating the corpus this tool made there")
-            shutil.rmtree(args.out)
-        ownership.claim_dir(args.out, TOOL, "the corpus directory")
-        generate(args.out, **wanted)
-        atomic.write_text(marker, json.dumps(wanted, sort_keys=True) + "\n")
-    except OSError as err:  # e.g. a directory that cannot be written: no traceback
-        raise UserError(str(err)) from err
+    # An interrupted generation (no .done) or --force: the old one goes aside whole.
+    ownership.replace_dir(args.out, TOOL, "the corpus directory")
+    generate(args.out, **wanted)
+    atomic.write_text(marker, json.dumps(wanted, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

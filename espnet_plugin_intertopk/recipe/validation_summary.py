@@ -12,22 +12,31 @@ from typing import Tuple
 
 import torch
 
+from espnet_plugin_intertopk.safe_io.errors import UserError, exits_cleanly
+
+PROG = "validation_summary"
+
 
 def best_valid_eer(run: Path) -> Tuple[float, int, int]:
     """(best validation EER, its epoch (the first on ties), last epoch) of one run."""
-    states = torch.load(
-        Path(run) / "checkpoint.pth", map_location="cpu", weights_only=False
-    )
-    stats = states["reporter"]["stats"]
+    path = Path(run) / "checkpoint.pth"
+    try:
+        states = torch.load(path, map_location="cpu", weights_only=False)
+        stats = states["reporter"]["stats"]
+    except OSError:
+        raise  # one line from exits_cleanly: missing, unreadable, a directory
+    except Exception as err:  # noqa: BLE001 - any reader error: unusable
+        raise UserError(f"{path}: cannot read it as a checkpoint (truncated?)") from err
     epochs = {e: float(s["valid"]["eer"]) for e, s in stats.items() if "valid" in s}
     if not epochs:
-        raise ValueError(f"{run}: no validation results")
+        raise UserError(f"{run}: no validation results")
     best = min(epochs, key=lambda e: (epochs[e], e))
     return epochs[best], best, max(epochs)
 
 
+@exits_cleanly(PROG)
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="training output dirs")
     args = parser.parse_args(argv)
     print("| run | best validation EER (%) | at epoch | epochs |")

@@ -18,9 +18,18 @@ class UserError(Exception):
         self.status = status
 
 
+def os_error_line(err: OSError) -> str:
+    """An OSError as one line: the file(s) it names and what went wrong."""
+    where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+    reason = err.strerror or str(err)
+    return f"{where}: {reason}" if where else reason
+
+
 def exits_cleanly(prog: str) -> Callable:
     """Decorate a command's ``main``: a ``UserError`` prints ``prog: error: message``
-    to stderr and exits with its status."""
+    to stderr and exits with its status; so does an error of the system (a file that
+    is missing, a directory, unreadable or unwritable, a full disk: status 1) and a
+    file that is not UTF-8 text (status 1), which no tool can do anything about."""
 
     def decorate(main: Callable) -> Callable:
         @functools.wraps(main)
@@ -30,6 +39,16 @@ def exits_cleanly(prog: str) -> Callable:
             except UserError as err:
                 print(f"{prog}: error: {err}", file=sys.stderr)
                 sys.exit(err.status)
+            except OSError as err:
+                print(f"{prog}: error: {os_error_line(err)}", file=sys.stderr)
+                sys.exit(1)
+            except UnicodeDecodeError as err:
+                print(
+                    f"{prog}: error: a file is not UTF-8 text ({err.reason} at byte "
+                    f"{err.start})",
+                    file=sys.stderr,
+                )
+                sys.exit(1)
 
         return wrapper
 

@@ -30,6 +30,7 @@ import torch
 from espnet2.train.reporter import Reporter
 
 from espnet_plugin_intertopk.safe_io import atomic
+from espnet_plugin_intertopk.safe_io.errors import UserError
 
 
 def _is_model_link(path: Path, output_dir: Path) -> bool:
@@ -114,11 +115,19 @@ def repair_run_dir(
     if not checkpoint_path.exists():
         return None
     # mmap: the tensors are read only where they are compared or rewritten.
-    checkpoint = torch.load(
-        checkpoint_path, map_location="cpu", mmap=True, weights_only=False
-    )
-    reporter = Reporter()
-    reporter.load_state_dict(checkpoint["reporter"])
+    try:
+        checkpoint = torch.load(
+            checkpoint_path, map_location="cpu", mmap=True, weights_only=False
+        )
+        reporter = Reporter()
+        reporter.load_state_dict(checkpoint["reporter"])
+    except Exception as err:  # noqa: BLE001 - any reader error: unusable
+        # Only a file not written by the plugin's atomic saving can be truncated.
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(
+            f"{checkpoint_path}: cannot resume from it: it is truncated or damaged "
+            f"({reason}); restore it, or move it away to train from epoch 1"
+        ) from err
     last = reporter.get_epoch()
     if last < 1:
         return reporter

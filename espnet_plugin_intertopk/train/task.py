@@ -23,6 +23,7 @@ from espnet_plugin_intertopk.train.crash_safety import atomic_config
 from espnet_plugin_intertopk.train.diagnostics import (
     unsupported as diagnostics_unsupported,
 )
+from espnet_plugin_intertopk.train.input_check import check_inputs
 from espnet_plugin_intertopk.train.loss_options import (
     PLUGIN_CONF,
     loss_arguments,
@@ -174,6 +175,22 @@ class IntertopkSpeakerTask(SpeakerTask):
         if args is None:
             args = cls.get_parser().parse_args(cmd)
         if not args.print_config:
+            check_inputs(
+                {
+                    f"--{mode}_data_path_and_name_and_type": getattr(
+                        args, f"{mode}_data_path_and_name_and_type", None
+                    )
+                    for mode in ("train", "valid")
+                },
+                {"--output_dir": args.output_dir},
+                {
+                    "--train_shape_file": args.train_shape_file or (),
+                    "--valid_shape_file": args.valid_shape_file or (),
+                    "--init_param": [p.split(":")[0] for p in args.init_param or ()],
+                },
+                getattr(args, "spk2utt", None),
+                getattr(args, "spk_num", None),
+            )
             split_loss_options(args)
             if not getattr(args, "collect_stats", False):
                 check_and_record(args)

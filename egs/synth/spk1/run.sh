@@ -102,6 +102,11 @@ for name in lm_margin extract_duration clean_threshold label_noise test_nontarge
     [[ "${!name}" =~ ^[0-9]+([.][0-9]+)?$ ]] \
         || bad_option "--${name} '${!name}': must be a non-negative number (e.g. 0.5)"
 done
+for name in extract_num_eval cohort_utts_per_speaker; do  # a later stage needs >= 1
+    [ "${!name}" -ge 1 ] || bad_option "--${name} '${!name}': must be at least 1"
+done
+[[ "${extract_duration}" =~ ^0*([.]0*)?$ ]] \
+    && bad_option "--extract_duration '${extract_duration}': must be above 0 (seconds)"
 [[ "${score_seeds}" =~ ^[0-9\ ]*$ ]] \
     || bad_option "--score_seeds '${score_seeds}': must be integers separated by spaces"
 for name in use_lm floor; do
@@ -162,11 +167,48 @@ names=("${name}")
 if [ "${use_lm}" = true ]; then names+=("${lm_name}"); fi
 exp="${expdir}/${name}/seed${train_seed}"
 exp_lm="${expdir}/${lm_name}/seed${train_seed}"
+corpus_dir="${corpus_dir:-downloads/synth_seed${seed}${suffix}}"
+clean_results="${clean_results:-RESULTS_${name}_cleaned${clean_threshold}.md}"
+
+# Before any stage: every output against every input (the user's lists and the audio
+# they name, the configs) and against each other, and the options a later stage
+# would refuse only after earlier ones had rewritten their outputs.
+checks=(--output data="${data}" --output dump="${dump}" --output expdir="${expdir}"
+        --output results="${results}" --output score_json="${score_json}"
+        --output clean_results="${clean_results}"
+        --output calibration_results="${calibration_results}"
+        --output calibration_json="${calibration_json}" --input train_dir="${train_dir}"
+        --input valid_dir="${valid_dir}" --input test_dir="${test_dir}"
+        --input train_config="${train_config}" --clean_threshold "${clean_threshold}"
+        --cohort_speakers "${cohort_speakers}")
+if [ "${use_lm}" = true ]; then checks+=(--input lm_config="${lm_config}"); fi
+if [ -z "${train_dir}" ]; then
+    checks+=(--output corpus_dir="${corpus_dir}")
+else
+    checks+=(--input corpus_dir="${corpus_dir}")
+fi
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+    if [ -z "${train_dir}" ]; then
+        checks+=(--train_speakers "${n_train_speakers}")
+    else
+        checks+=(--train_spk2utt "${train_dir}/spk2utt")
+        if [ -z "${valid_dir}" ]; then checks+=(--holdout "${n_valid_speakers}"); fi
+    fi
+else
+    checks+=(--cohort_utt2spk "${data}/cohort/utt2spk")
+fi
+# AS-norm in stage 6, and in stage 7 (calibration of the AS-norm scores).
+if { [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && [ "${score_norm}" = asnorm ]; } \
+    || { [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ] && [ "${calibrate}" != none ]; }; then
+    checks+=(--top_n "${top_n}")
+fi
+${python} -m espnet_plugin_intertopk.recipe.preflight "${checks[@]}" || exit 1
 
 # Validation trials (checkpoint selection) in stages 3, 4 and 8; the test trials are
-# read in stages 5, 6 and 9 only. $1: training data directory, $2: its shape file.
+# read in stages 5, 6 and 9 only. $1: training data directory, $2: its shape file,
+# $3: its number of speakers (speakers_of; a failure inside $(...) would go unseen).
 train_data_args() {
-    local train="${1:-${data}/train}" shape="${2:-${dump}/train_shape}"
+    local train="$1" shape="$2" spk_num="$3"
     echo --train_data_path_and_name_and_type "${train}/wav.scp,speech,sound" \
          --train_data_path_and_name_and_type "${train}/utt2spk,spk_labels,text" \
          --train_shape_file "${shape}" \
@@ -174,9 +216,13 @@ train_data_args() {
          --valid_data_path_and_name_and_type "${data}/valid/trial2.scp,speech2,sound" \
          --valid_data_path_and_name_and_type "${data}/valid/trial_label,spk_labels,text" \
          --valid_shape_file "${dump}/valid_shape" --fold_length 120000 \
-         --spk2utt "${train}/spk2utt" --spk_num "$(wc -l < "${train}/spk2utt")" \
+         --spk2utt "${train}/spk2utt" --spk_num "${spk_num}" \
          --seed "${train_seed}"
 }
+
+# The speakers of data directory $1 as ESPnet counts them (spk2utt parsed, not its
+# lines: a blank line or a missing final newline would miscount).
+speakers_of() { ${python} -m espnet_plugin_intertopk.recipe.kaldi_data speakers "$1"; }
 
 # spk_train into $1 with the remaining arguments; its log is appended to $1/train.log.
 # --resume true continues an interrupted run; the plugin's task refuses to resume a
@@ -190,7 +236,6 @@ train_into() {
     grep "epoch results" "${out}/train.log" | sed 's/^.*INFO: //' | cut -c1-220
 }
 
-corpus_dir="${corpus_dir:-downloads/synth_seed${seed}${suffix}}"
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     log "stage 1: data preparation"
     local/data.sh --python "${python}" --train_dir "${train_dir}" --valid_dir "${valid_dir}" \
@@ -213,39 +258,36 @@ fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     log "stage 3: training ${loss} (seed ${train_seed}) -> ${exp} (log: ${exp}/train.log)"
+    spk_num="$(speakers_of "${data}/train")"
     # shellcheck disable=SC2046,SC2086
-    train_into "${exp}" --config "${train_config}" $(train_data_args) "${loss_args[@]}" ${train_args}
+    train_into "${exp}" --config "${train_config}" \
+        $(train_data_args "${data}/train" "${dump}/train_shape" "${spk_num}") \
+        "${loss_args[@]}" ${train_args}
 fi
 
 if [ "${use_lm}" = true ] && [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     log "stage 4: large-margin fine-tuning from ${exp}/valid.eer.best.pth -> ${exp_lm}"
+    spk_num="$(speakers_of "${data}/train")"
     # shellcheck disable=SC2046,SC2086
     train_into "${exp_lm}" --config "${lm_config}" --init_param "${exp}/valid.eer.best.pth" \
-        $(train_data_args) "${lm_loss_args[@]}" ${lm_args}
+        $(train_data_args "${data}/train" "${dump}/train_shape" "${spk_num}") \
+        "${lm_loss_args[@]}" ${lm_args}
 fi
 
 # Embeddings of ${data}/$2 with the model in $1 into $1/embed/$2_embeddings.npz (ESPnet
 # writes partial files into its output directory, so each set gets its own first).
-# Its scratch directory embed_<set> carries safe_io's ownership marker (the name of
-# safe_io/ownership.py's MARKER) naming run.sh: only a directory with it is removed.
-marker=.made_by_espnet_plugin_intertopk
-remove_scratch() {
-    if [ -e "$1" ] && [ "$(cat "$1/${marker}" 2>/dev/null)" != run.sh ]; then
-        echo "$0: $1 was not made by run.sh (no ${marker} naming it): it is left" \
-             "untouched; move it away" >&2
-        return 1
-    fi
-    rm -rf "$1"
-}
+# Its scratch directory embed_<set> carries safe_io's ownership marker naming run.sh
+# (bound to the directory: a copied marker proves nothing); only such a directory is
+# removed.
+ownership() { ${python} -m espnet_plugin_intertopk.safe_io.ownership "$@"; }
 # ESPnet's extraction reads both sides of every trial it is given (each file about
 # 2 x trials / utterances times); it is given each utterance once instead
 # (kaldi_data utterances, in the scratch directory: ESPnet names its output
 # <list directory>_embeddings.npz).
 extract() {
     local m="$1" set="$2" scratch="$1/embed_$2"
-    remove_scratch "${scratch}" || return 1
-    mkdir -p "${m}/embed" "${scratch}"
-    echo run.sh > "${scratch}/${marker}"
+    ownership remove "${scratch}" run.sh && ownership claim "${scratch}" run.sh || return 1
+    mkdir -p "${m}/embed"
     { ${python} -m espnet_plugin_intertopk.recipe.kaldi_data utterances "${data}/${set}" \
           "${scratch}/utterances" \
       && ${python} -m espnet_plugin_intertopk.recipe.kaldi_data shape \
@@ -260,7 +302,7 @@ extract() {
         --shape_file "${scratch}/utterances_shape" --fold_length 120000
     } > "${m}/embed_${set}.log" 2>&1 || { tail -n 30 "${m}/embed_${set}.log"; return 1; }
     mv "${scratch}/utterances_embeddings.npz" "${m}/embed/${set}_embeddings.npz"
-    remove_scratch "${scratch}"
+    ownership remove "${scratch}" run.sh
 }
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
@@ -333,7 +375,6 @@ case "${clean_init}" in
     collapsed) cleaned_names=("${name}_cleaned${clean_threshold}_collapsed") ;;
     both) cleaned_names=("${name}_cleaned${clean_threshold}_collapsed" "${name}_cleaned${clean_threshold}") ;;
 esac
-clean_results="${clean_results:-RESULTS_${name}_cleaned${clean_threshold}.md}"
 # Precision and recall over these thresholds where the corpus knows its label noise.
 eval_thresholds="45 50 52 54 55 56 58 60 62 65 70 75 80"
 
@@ -361,6 +402,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
 fi
 
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
+    spk_num="$(speakers_of "${cleaning}/data")"
     for n in "${cleaned_names[@]}"; do
         m="${expdir}/${n}/seed${train_seed}"
         init_args=()
@@ -370,7 +412,7 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
         log "stage 9: training ${loss} on ${cleaning}/data ${init_args[*]} -> ${m}"
         # shellcheck disable=SC2046,SC2086
         train_into "${m}" --config "${train_config}" \
-            $(train_data_args "${cleaning}/data" "${cleaning}/train_shape") \
+            $(train_data_args "${cleaning}/data" "${cleaning}/train_shape" "${spk_num}") \
             "${loss_args[@]}" "${init_args[@]}" ${train_args}
     done
 fi

@@ -98,7 +98,8 @@ fi
 kaldi_data copy test "${test_dir}" "${data}/test"
 kaldi_data cohort "${data}/train" "${data}/cohort" --per_speaker "${cohort_utts_per_speaker}" \
     --n_speakers "${cohort_speakers}"
+speakers="$(kaldi_data speakers "${data}/train")"  # as ESPnet counts them
 echo "$0: ${data}/train: $(wc -l < "${data}/train/wav.scp") utterances of" \
-     "$(wc -l < "${data}/train/spk2utt") speakers; ${data}/valid:" \
+     "${speakers} speakers; ${data}/valid:" \
      "$(wc -l < "${data}/valid/trial_label") trials; ${data}/test:" \
      "$(wc -l < "${data}/test/trial_label") trials"

@@ -1,6 +1,7 @@
 """Training diagnostics: the head statistics against a slow loop, and the hooks in
 ESPnet's real training loop (the trainer hook's in-process driver)."""
 
+import copy
 import math
 
 import pytest
@@ -98,3 +99,40 @@ def test_off_by_default_and_no_hook_left_behind(tmp_path):
     reporter = one_epoch(model, optim, options, batches(2))
     assert not any(k.startswith("diag_") for k in reporter.get_keys2("train"))
     assert not model.loss._forward_hooks
+
+
+def test_encoder_norm_is_the_accumulated_step_gradient_unscaled(tmp_path):
+    """With accum_grad 2 the norm reported is that of the optimizer step's summed
+    gradient (as ESPnet's loop builds it: each micro-batch's loss halved), and a
+    scaler's scale is divided out."""
+    model, optim, options = build(
+        tmp_path, "--training_diagnostics", "true", "--accum_grad", "2"
+    )
+    data = batches(4)
+    reference = copy.deepcopy(model)
+    for _, batch in data[:2]:
+        (reference(**batch)[0] / 2).backward()
+    want = math.sqrt(
+        sum(float(p.grad.pow(2).sum()) for p in reference.encoder.parameters())
+    )
+    reporter = one_epoch(model, optim, options, data)
+    got = reporter.get_value("train", "diag_encoder_grad_norm")
+    assert got == pytest.approx(want, rel=1e-4)
+
+    class Scaler:
+        def is_enabled(self):
+            return True
+
+        def get_scale(self):
+            return 8.0
+
+    diagnostics = model.__dict__["_plugin_diagnostics"]
+    diagnostics.start_epoch(None, Scaler(), 1)
+    reference.zero_grad()
+    (reference(**data[0][1])[0]).backward()
+    for p in model.encoder.parameters():
+        p.grad = None
+    (model(**data[0][1])[0] * 8.0).backward()
+    squares = sum(diagnostics._squares.values())
+    unscaled = sum(float(p.grad.pow(2).sum()) for p in model.encoder.parameters())
+    assert math.sqrt(squares) == pytest.approx(math.sqrt(unscaled) / 8.0, rel=1e-6)

@@ -73,6 +73,8 @@ def test_summary_chance_level_and_best(tmp_path):
 def test_command_writes_table_json_and_plot(tmp_path):
     a = write_log(tmp_path / "a.log")
     b = write_log(tmp_path / "b.log", eers=[50.0] * 8)
+    c = tmp_path / "c.log"  # no validation statistics at all: NaN in the summary
+    c.write_text(b.read_text().replace(", [valid] eer=50.000", ""))
     out, js, png = tmp_path / "t.md", tmp_path / "t.json", tmp_path / "t.png"
     training_curves.main(
         [
@@ -80,6 +82,8 @@ def test_command_writes_table_json_and_plot(tmp_path):
             f"m/0={a}",
             "--run",
             f"m/1={b}",
+            "--run",
+            f"n/0={c}",
             "--out",
             str(out),
             "--json",
@@ -91,7 +95,9 @@ def test_command_writes_table_json_and_plot(tmp_path):
     rows = [line for line in out.read_text().splitlines() if line.startswith("| m/")]
     assert rows[0].split("|")[3].strip() == "3 / 8"
     assert rows[1].split("|")[3].strip() == "never / 8"
-    data = json.loads(js.read_text())
+    data = json.loads(js.read_text())  # standard JSON: no NaN
+    assert "NaN" not in js.read_text()
+    assert data["n/0"]["summary"]["best_valid_eer"] is None
     assert data["m/1"]["summary"]["best_valid_eer"] == 50.0
     assert not math.isnan(data["m/0"]["steps"][0]["loss"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -105,17 +111,24 @@ def test_command_writes_table_json_and_plot(tmp_path):
         (["--run", "a=LOG", "--out", "LOG"], "overlaps the input"),
         (["--run", "a=MISSING"], "cannot read"),
         (["--run", "a=EMPTY"], "no 'epoch results' line"),
+        # A run directory is an input whole: its config or checkpoints are not outputs.
+        (["--run", "a=RUNDIR", "--json", "RUNDIR/config.yaml"], "overlaps the input"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
     log = write_log(tmp_path / "train.log")
     (tmp_path / "empty.log").write_text("")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_log(run_dir / "train.log")
+    (run_dir / "config.yaml").write_text("kept")
     paths = {"LOG": str(log), "MISSING": str(tmp_path / "missing.log"),
-             "EMPTY": str(tmp_path / "empty.log")}  # fmt: skip
-    argv = [a.replace(a.split("=")[-1], paths.get(a.split("=")[-1], a.split("=")[-1]))
-            if "=" in a else paths.get(a, a) for a in argv]  # fmt: skip
+             "EMPTY": str(tmp_path / "empty.log"), "RUNDIR": str(run_dir)}  # fmt: skip
+    for key, value in paths.items():
+        argv = [a.replace(key, value) for a in argv]
     with pytest.raises(SystemExit) as exit_info:
         training_curves.main(argv)
     assert exit_info.value.code != 0
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+    assert (run_dir / "config.yaml").read_text() == "kept"

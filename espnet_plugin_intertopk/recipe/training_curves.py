@@ -197,12 +197,24 @@ def plot(runs: Dict[str, Tuple[List[dict], List[dict]]], out: Path) -> None:
     atomic.write_bytes(out, buffer.getvalue())
 
 
-def _run_spec(text: str) -> Tuple[str, Path]:
+def _nan_to_none(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def _run_spec(text: str) -> Tuple[str, Path, Path]:
+    """(name, train.log, what the run's outputs must stay out of: the run directory
+    when one is given, else the log)."""
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
         raise UserError(f"--run '{text}': expected NAME=RUN_DIR_OR_TRAIN_LOG", status=2)
     path = Path(path)
-    return name, path / "train.log" if path.is_dir() else path
+    return (name, path / "train.log", path) if path.is_dir() else (name, path, path)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -227,15 +239,15 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     args.run = [_run_spec(text) for text in args.run]
-    names = [name for name, _ in args.run]
+    names = [name for name, _, _ in args.run]
     if len(set(names)) != len(names):
         raise UserError("--run: each NAME once", status=2)
     outputs = {"--out": args.out, "--json": args.json, "--plot": args.plot}
     check_output_files(outputs)
     for option, path in outputs.items():
         if path is not None:
-            check_apart(path, [log for _, log in args.run], option)
-    runs = {name: parse_log(path) for name, path in args.run}
+            check_apart(path, [run for _, _, run in args.run], option)
+    runs = {name: parse_log(log) for name, log, _ in args.run}
     table = markdown(runs)
     if args.out:
         atomic.write_text(args.out, table)
@@ -246,7 +258,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             name: {"steps": s, "epochs": e, "summary": summarise(e)}
             for name, (s, e) in runs.items()
         }
-        atomic.write_text(args.json, json.dumps(payload, indent=1) + "\n")
+        # NaN (a statistic a run never logged) as null: standard JSON.
+        text = json.dumps(_nan_to_none(payload), indent=1, allow_nan=False)
+        atomic.write_text(args.json, text + "\n")
     if args.plot:
         plot(runs, args.plot)
 

@@ -14,8 +14,10 @@ log lines of ``train.log`` (every ``log_interval`` steps), the epoch summaries,
 - ``diag_subcenter_switch``: share of the batch's classes whose dominant sub-center
   (the one most of the class's samples in the batch are closest to) differs from the
   one they had when last seen; 0 with one sub-center;
-- ``diag_encoder_grad_norm``: L2 norm of the encoder's gradient of the previous step
-  (before clipping; ESPnet's ``grad_norm`` is the whole model's).
+- ``diag_encoder_grad_norm``: L2 norm of the encoder's gradient of the previous
+  optimizer step (before clipping, unscaled under AMP, the whole accumulated gradient
+  with ``accum_grad``; ESPnet's ``grad_norm`` is the whole model's). Under DDP it is
+  this rank's gradient before the ranks' gradients are averaged.
 
 The cost is one extra no-grad product of the batch with the weight per step, so it is
 off by default. It reads the loss's ``weight``, ``K`` and ``k_top`` (the plugin's and
@@ -24,7 +26,7 @@ supported.
 """
 
 import math
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -77,13 +79,6 @@ def head_statistics(
         }
 
 
-def _parameter_norm_sink(params: List[torch.nn.Parameter], squares: List[float]):
-    def hook(param: torch.Tensor) -> None:
-        squares.append(float(param.grad.detach().float().pow(2).sum()))
-
-    return [p.register_post_accumulate_grad_hook(hook) for p in params]
-
-
 def unsupported(loss: torch.nn.Module) -> Optional[str]:
     """Why the diagnostics cannot read ``loss``, or None if they can."""
     if getattr(loss, "sharded_weight", None) is not None:
@@ -110,20 +105,43 @@ class TrainingDiagnostics:
         self.K = int(getattr(loss, "K", 1))
         self.k = int(getattr(loss, "k_top", 0)) or DEFAULT_K
         self.nclasses = weight.shape[0] // self.K
-        self.reporter = None
+        self.reporter = None  # see start_epoch
+        self.scaler = None
+        self.accum_grad = 1
+        self._forwards = 0
         self._dominant = torch.full((self.nclasses,), -1, dtype=torch.long)
-        self._squares: List[float] = []
-        self._encoder_norm: Optional[float] = None
+        # Squared norm of each encoder parameter's (accumulated) gradient, as of the
+        # last backward.
+        self._squares: Dict[int, float] = {}
         self._handles = [loss.register_forward_hook(self._on_loss, with_kwargs=True)]
         encoder = getattr(model, "encoder", None)
         if encoder is not None:
-            params = [p for p in encoder.parameters() if p.requires_grad]
-            self._handles += _parameter_norm_sink(params, self._squares)
+            self._handles += [
+                p.register_post_accumulate_grad_hook(self._on_grad)
+                for p in encoder.parameters()
+                if p.requires_grad
+            ]
 
     def close(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+    def start_epoch(self, reporter, scaler=None, accum_grad: int = 1) -> None:
+        """Register into ``reporter`` from now on; ``scaler``: AMP's (its scale
+        divides the gradients); ``accum_grad``: micro-batches per optimizer step (ESPnet
+        counts them from each epoch's first batch)."""
+        self.reporter = reporter
+        self.scaler = scaler
+        self.accum_grad = accum_grad
+        self._forwards = 0
+        self._squares.clear()
+
+    def _on_grad(self, param: torch.Tensor) -> None:
+        square = float(param.grad.detach().float().pow(2).sum())
+        if self.scaler is not None and self.scaler.is_enabled():
+            square /= float(self.scaler.get_scale()) ** 2
+        self._squares[id(param)] = square
 
     def mp_eff(self) -> float:
         cos_mp = getattr(self.loss, "cos_mp", None)
@@ -155,7 +173,11 @@ class TrainingDiagnostics:
             "diag_mp_eff": self.mp_eff(),
             "diag_subcenter_switch": switch,
         }
-        if self._squares:
-            values["diag_encoder_grad_norm"] = math.sqrt(sum(self._squares))
+        # The gradients of the previous forward's backward are complete: report them
+        # when that forward ended an optimizer step's micro-batches.
+        ended_step = self._forwards % max(1, self.accum_grad) == 0
+        self._forwards += 1
+        if self._squares and ended_step:
+            values["diag_encoder_grad_norm"] = math.sqrt(sum(self._squares.values()))
             self._squares.clear()
         self.reporter.register(values)

@@ -270,7 +270,7 @@ class MarginSchedulingSpkTrainer(SpkTrainer):
                 sharded.attach(optimizer)
         diagnostics = _diagnostics_of(model, options)
         if diagnostics is not None:
-            diagnostics.reporter = reporter
+            diagnostics.start_epoch(reporter, scaler, options.accum_grad)
         with across_shards(model):
             all_invalid = super().train_one_epoch(
                 model=model,

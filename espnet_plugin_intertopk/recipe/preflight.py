@@ -13,31 +13,15 @@ import argparse
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from espnet_plugin_intertopk.recipe.kaldi_data import read_entries
+from espnet_plugin_intertopk.recipe.kaldi_data import audio_inputs, read_entries
 from espnet_plugin_intertopk.safe_io import ownership
 from espnet_plugin_intertopk.safe_io.errors import UserError, exits_cleanly
-
-# The lists of a data directory that name audio files.
-AUDIO_LISTS = ("wav.scp", "trial.scp", "trial2.scp")
 
 
 def _named(text: str) -> List[str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
     return text.split("=", 1)
-
-
-def audio_dirs(data_dir: Path) -> Dict[Path, str]:
-    """The directories of the audio files ``data_dir``'s lists name -> the list that
-    names the first of them (commands ending in ``|`` name no file)."""
-    found: Dict[Path, str] = {}
-    for name in AUDIO_LISTS:
-        scp = data_dir / name
-        if scp.is_file():
-            for _, value in read_entries(scp).values():
-                if not value.rstrip().endswith("|"):
-                    found.setdefault(Path(value).parent, str(scp))
-    return found
 
 
 def check_paths(outputs: Dict[str, Path], inputs: Dict[str, Path]) -> None:
@@ -47,8 +31,7 @@ def check_paths(outputs: Dict[str, Path], inputs: Dict[str, Path]) -> None:
     every = {f"{option} {path}": path for option, path in inputs.items()}
     for path in inputs.values():
         if path.is_dir():
-            for directory, scp in audio_dirs(path).items():
-                every[f"{directory} (audio of {scp})"] = directory
+            every.update(audio_inputs(path))
     try:
         for what, path in outputs.items():
             ownership.check_apart(path, every, what)

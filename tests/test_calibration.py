@@ -293,6 +293,18 @@ BAD = {
         "{tmp}/data/valid/trial_label: utterance T0-0 is also in trial T0-0*T0-1 "
         "({tmp}/data/test/trial_label:1): calibrate on speakers the test never sees",
     ),
+    "an infinite duration": (
+        ["--calibrate", "valid"],
+        lambda t: (t / "data/valid/utt2dur").write_text(
+            "V0-0 1e400\n" + (t / "data/valid/utt2dur").read_text().split("\n", 1)[1]
+        ), 1,
+        "{tmp}/data/valid/utt2dur:1: '1e400' is not a positive number of seconds",
+    ),
+    "calibration trials not UTF-8": (
+        ["--calibrate", "valid"],
+        lambda t: (t / "data/valid/trial_label").write_bytes(b"V0-0*V0-1 \xff\n"), 1,
+        "{tmp}/data/valid/trial_label: not a UTF-8 text file (invalid start byte)",
+    ),
     "no duration of a calibration utterance": (
         ["--calibrate", "valid"],
         lambda t: (t / "data/valid/utt2dur").write_text("V0-0 2.0\n"), 1,
@@ -357,4 +369,138 @@ def test_espnet_scores_that_do_not_match_the_trial_list_are_one_line(tmp_path, c
         with pytest.raises(SystemExit):
             espnet_scores.main(base + extra)
         assert capsys.readouterr().err == f"{espnet_scores.PROG}: error: {message}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def _audio_dir(tmp_path: Path, data_dir: Path) -> Path:
+    """``data_dir``'s durations from audio under tmp/audio (wav.scp, no utt2dur)."""
+    audio = tmp_path / "audio"
+    audio.mkdir(exist_ok=True)
+    lines = []
+    for line in (data_dir / "utt2dur").read_text().splitlines():
+        utt, seconds = line.split()
+        soundfile.write(audio / f"{utt}.wav", np.zeros(int(800 * float(seconds))), 800)
+        lines.append(f"{utt} {audio / utt}.wav\n")
+    (data_dir / "utt2dur").unlink()
+    (data_dir / "wav.scp").write_text("".join(lines))
+    return audio
+
+
+def _refused_untouched(main, argv, output: Path, capsys) -> str:
+    """The one-line error of a run refused with ``output`` (a file of the user's)
+    left as it was."""
+    before = output.read_bytes()
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert output.read_bytes() == before
+    return err
+
+
+def test_compare_never_writes_over_what_it_reads_durations_from(tmp_path, capsys):
+    """The cohort's directory (training-speaker calibration) and the audio of the
+    test and calibration lists are inputs too: refused, not overwritten."""
+    argv, *_ = write_setup(tmp_path, np.random.default_rng(4))
+    i = argv.index("--results")
+    del argv[i : i + 2]
+    utt2dur = tmp_path / "data/cohort/utt2dur"
+    argv_train = argv + ["--calibrate", "train", "--results", str(utt2dur)]
+    err = _refused_untouched(compare.main, argv_train, utt2dur, capsys)
+    assert f"--results {utt2dur} overlaps the input {tmp_path}/data/cohort:" in err
+    audio = _audio_dir(tmp_path, tmp_path / "data/valid")
+    wav = audio / "V0-0.wav"
+    argv_valid = argv + ["--calibrate", "valid", "--results", str(wav)]
+    err = _refused_untouched(compare.main, argv_valid, wav, capsys)
+    assert (
+        f"--results {wav} overlaps the input {audio} (audio of "
+        f"{tmp_path}/data/valid/wav.scp)" in err
+    )
+    # Without the duration measure the audio is not read: a file beside it is fine.
+    compare.main(
+        argv + ["--calibrate", "valid", "--quality_measures", "norm",
+                "--bootstrap", "0", "--results", str(audio / "R.md")]
+    )  # fmt: skip
+    assert (audio / "R.md").is_file()
+
+
+def _espnet_scores_argv(tmp_path: Path, trials) -> list:
+    """espnet_scores' command line for write_setup's files (every score 0.5)."""
+    embed = tmp_path / "exp/m/seed0/embed"
+    for name in ("test", "valid"):
+        (tmp_path / f"{name}_scores").write_text(
+            "".join(f"{a}*{b} 0.5 {y}\n" for (a, b), y in zip(*trials[name]))
+        )
+    return ["--scores", str(tmp_path / "test_scores"),
+            "--embeddings", str(embed / "test_embeddings.npz"),
+            "--calibration_scores", str(tmp_path / "valid_scores"),
+            "--calibration_embeddings", str(embed / "valid_embeddings.npz"),
+            "--cohort_embeddings", str(embed / "cohort_embeddings.npz"),
+            "--top_n", str(TOP_N), "--test_dir", str(tmp_path / "data/test"),
+            "--calibration_dir", str(tmp_path / "data/valid"),
+            "--out", str(tmp_path / "out")]  # fmt: skip
+
+
+def test_espnet_scores_never_writes_over_the_audio_it_reads(tmp_path, capsys):
+    argv, _, _, _, trials = write_setup(tmp_path, np.random.default_rng(5))
+    argv = _espnet_scores_argv(tmp_path, trials)
+    audio = _audio_dir(tmp_path, tmp_path / "data/test")
+    wav = audio / "T0-0.wav"
+    argv += ["--quality_measures", "duration norm", "--out", str(wav)]
+    err = _refused_untouched(espnet_scores.main, argv, wav, capsys)
+    assert (
+        f"--out {wav} overlaps the input {audio} (audio of "
+        f"{tmp_path}/data/test/wav.scp)" in err
+    )
+
+
+COHORT = "{tmp}/exp/m/seed0/embed/cohort_embeddings.npz"
+ESPNET_BAD = {
+    # name: (extra arguments, change to the files, status, message)
+    "top_n 1": (
+        ["--top_n", "1"], None, 2,
+        "--top_n must be >= 2 (one score has no spread), got 1",
+    ),
+    "empty cohort": (
+        [], lambda t: np.savez(COHORT.format(tmp=t)), 1,
+        f"{COHORT}: no embeddings in it (the cohort)",
+    ),
+    "cohort of another size": (
+        [], lambda t: np.savez(COHORT.format(tmp=t), **{
+            k: np.ones(DIM + 1) for k in np.load(COHORT.format(tmp=t)).files}), 1,
+        f"{COHORT}: cohort embeddings of size {DIM + 1}, test embeddings of size "
+        f"{DIM}: give those of the same model",
+    ),
+    "calibration of another size": (
+        [], lambda t: np.savez(EMB.format(tmp=t), **{
+            k: np.ones(DIM + 1) for k in np.load(EMB.format(tmp=t)).files}), 1,
+        f"{EMB}: calibration embeddings of size {DIM + 1}, test embeddings of size "
+        f"{DIM}: give those of the same model",
+    ),
+    "an infinite duration": (
+        [], lambda t: (t / "data/test/utt2dur").write_text(
+            "T0-0 inf\n" + (t / "data/test/utt2dur").read_text().split("\n", 1)[1]
+        ), 1,
+        "{tmp}/data/test/utt2dur:1: 'inf' is not a positive number of seconds",
+    ),
+    "scores not UTF-8": (
+        [], lambda t: (t / "test_scores").write_bytes(b"T0-0*T0-1 0.5 1\xff\n"), 1,
+        "{tmp}/test_scores: not a UTF-8 text file (invalid start byte)",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(ESPNET_BAD))
+def test_bad_espnet_scores_input_is_one_line(name, tmp_path, capsys):
+    _, _, _, _, trials = write_setup(tmp_path, np.random.default_rng(6))
+    argv = _espnet_scores_argv(tmp_path, trials)
+    extra, edit, status, message = ESPNET_BAD[name]
+    if edit is not None:
+        edit(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        espnet_scores.main(argv + extra)
+    assert exit_.value.code == status
+    want = f"{espnet_scores.PROG}: error: {message.format(tmp=tmp_path)}\n"
+    assert capsys.readouterr().err == want
     assert not (tmp_path / "out").exists()

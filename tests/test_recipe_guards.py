@@ -282,6 +282,11 @@ def _users_corpus(root: Path, n_speakers: int = 4) -> None:
         (["--valid_dir", "", "--n_valid_speakers", "3"],
          "--n_valid_speakers 3: 4 training speakers cannot give that many"),
         (["--stage", "6", "--top_n", "1"], "--top_n 1: must be >= 2"),
+        (["--quality_measures", "duration nrm"],
+         "--quality_measures 'duration nrm': nrm is not one of duration norm cohort"),
+        (["--calibrate", "both", "--cohort_utts_per_speaker", "1"],
+         "--calibrate both with --cohort_utts_per_speaker 1: the cohort would have "
+         "no same-speaker trials"),
     ],
 )  # fmt: skip
 def test_every_output_and_late_option_is_checked_before_any_stage(
@@ -299,3 +304,22 @@ def test_every_output_and_late_option_is_checked_before_any_stage(
     assert digest(recipe) == before  # nothing written, nothing made
     made = sorted(p.name for p in recipe.iterdir())
     assert made == ["conf", "local", "mine", "run.sh"]
+
+
+def test_training_speaker_calibration_needs_a_cohort_with_same_speaker_trials(
+    recipe,
+):
+    """From stage 3 on the cohort exists: one utterance per speaker is refused
+    before training, not at stage 7."""
+    cohort = recipe / "data" / "cohort"
+    cohort.mkdir(parents=True)
+    (cohort / "utt2spk").write_text("a-u0 a\nb-u0 b\nc-u0 c\n")
+    before = digest(recipe)
+    proc = run(recipe, "--stage", "3", "--calibrate", "train", "--top_n", "2",
+               "--python", sys.executable)  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert (
+        "--calibrate train: data/cohort/utt2spk has no speaker with two or more "
+        "utterances" in proc.stderr
+    )
+    assert proc.stdout == "" and digest(recipe) == before

@@ -54,20 +54,26 @@ class DataDirError(UserError, ValueError):
     and what to do. Exit status 1 on the command line."""
 
 
+def read_text(path: Path, newline: Optional[str] = None) -> str:
+    """The UTF-8 text of ``path``; DataDirError naming it when it cannot be read or
+    is not UTF-8 (the bare decoding error names no file)."""
+    try:
+        with open(path, encoding="utf-8", newline=newline) as f:
+            return f.read()
+    except OSError as err:
+        raise DataDirError(f"{path}: cannot read it: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise DataDirError(f"{path}: not a UTF-8 text file ({err.reason})") from err
+
+
 def read_entries(path: Path) -> Dict[str, Tuple[int, str]]:
     """``key -> (line number, value)`` of a Kaldi-style ``<key> <value>`` file.
 
     A key given twice is refused: ESPnet keeps one of them silently (or fails deep in
     training), so a duplicate is a mistake in the list.
     """
-    try:
-        # newline="": a Windows line end is seen (and refused), not translated.
-        with open(path, encoding="utf-8", newline="") as f:
-            text = f.read()
-    except OSError as err:
-        raise DataDirError(f"{path}: cannot read it: {err.strerror}") from err
-    except UnicodeDecodeError as err:
-        raise DataDirError(f"{path}: not a UTF-8 text file ({err.reason})") from err
+    # newline="": a Windows line end is seen (and refused), not translated.
+    text = read_text(path, newline="")
     _check_layout(path, text)
     out: Dict[str, Tuple[int, str]] = {}
     for n, line in enumerate(text.split("\n")[:-1], 1):
@@ -82,6 +88,26 @@ def read_entries(path: Path) -> Dict[str, Tuple[int, str]]:
             )
         out[key] = (n, value)
     return out
+
+
+# The lists of a data directory that name audio files.
+AUDIO_LISTS = ("wav.scp", "trial.scp", "trial2.scp")
+
+
+def audio_inputs(data_dir: Path) -> Dict[str, Path]:
+    """The directories of the audio files ``data_dir``'s lists name, as inputs that
+    no output may overlap: ``"<dir> (audio of <list>)"`` (the list naming the first
+    of them) -> dir. Commands ending in ``|`` name no file."""
+    found: Dict[Path, str] = {}
+    for name in AUDIO_LISTS:
+        scp = data_dir / name
+        if scp.is_file():
+            for _, value in read_entries(scp).values():
+                if not value.rstrip().endswith("|"):
+                    found.setdefault(Path(value).parent, str(scp))
+    return {
+        f"{directory} (audio of {scp})": directory for directory, scp in found.items()
+    }
 
 
 def _check_layout(path: Path, text: str) -> None:

@@ -13,31 +13,17 @@ import argparse
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from espnet_plugin_intertopk.recipe.kaldi_data import read_entries
+from espnet_plugin_intertopk.recipe.kaldi_data import audio_inputs, read_entries
 from espnet_plugin_intertopk.safe_io import ownership
 from espnet_plugin_intertopk.safe_io.errors import UserError, exits_cleanly
-
-# The lists of a data directory that name audio files.
-AUDIO_LISTS = ("wav.scp", "trial.scp", "trial2.scp")
+from espnet_plugin_intertopk.scoring.calibration import quality_measures
+from espnet_plugin_intertopk.scoring.normalisation import MIN_TOP_N
 
 
 def _named(text: str) -> List[str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
     return text.split("=", 1)
-
-
-def audio_dirs(data_dir: Path) -> Dict[Path, str]:
-    """The directories of the audio files ``data_dir``'s lists name -> the list that
-    names the first of them (commands ending in ``|`` name no file)."""
-    found: Dict[Path, str] = {}
-    for name in AUDIO_LISTS:
-        scp = data_dir / name
-        if scp.is_file():
-            for _, value in read_entries(scp).values():
-                if not value.rstrip().endswith("|"):
-                    found.setdefault(Path(value).parent, str(scp))
-    return found
 
 
 def check_paths(outputs: Dict[str, Path], inputs: Dict[str, Path]) -> None:
@@ -47,8 +33,7 @@ def check_paths(outputs: Dict[str, Path], inputs: Dict[str, Path]) -> None:
     every = {f"{option} {path}": path for option, path in inputs.items()}
     for path in inputs.values():
         if path.is_dir():
-            for directory, scp in audio_dirs(path).items():
-                every[f"{directory} (audio of {scp})"] = directory
+            every.update(audio_inputs(path))
     try:
         for what, path in outputs.items():
             ownership.check_apart(path, every, what)
@@ -85,6 +70,33 @@ def cohort_speakers(
     return min(first, left) if first else left
 
 
+def check_calibration(args: argparse.Namespace) -> None:
+    """Stage 7's options: its quality measures, and for training-speaker
+    calibration a cohort with same-speaker trials."""
+    if args.quality_measures is not None:
+        try:
+            quality_measures(args.quality_measures)
+        except UserError as err:
+            raise UserError(str(err)) from err  # status 1, as the recipe's checks
+    if args.calibrate not in ("train", "both"):
+        return
+    if args.cohort_utt2spk is None:  # stage 1 makes the cohort
+        if args.cohort_utts_per_speaker == 1:
+            raise UserError(
+                f"--calibrate {args.calibrate} with --cohort_utts_per_speaker 1: the "
+                "cohort would have no same-speaker trials to calibrate on: give 2 or "
+                "more, or --calibrate valid"
+            )
+    elif args.cohort_utt2spk.is_file():
+        speakers = [spk for _, spk in read_entries(args.cohort_utt2spk).values()]
+        if len(set(speakers)) == len(speakers):
+            raise UserError(
+                f"--calibrate {args.calibrate}: {args.cohort_utt2spk} has no speaker "
+                "with two or more utterances: no same-speaker trials to calibrate "
+                "on: give --calibrate valid"
+            )
+
+
 @exits_cleanly("run.sh")
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="run.sh", description=__doc__.split("\n")[0])
@@ -97,6 +109,9 @@ def main(argv=None) -> None:
     parser.add_argument("--train_spk2utt", type=Path)
     parser.add_argument("--holdout", type=int, default=0)
     parser.add_argument("--cohort_speakers", type=int, default=0)
+    parser.add_argument("--quality_measures", help="of stage 7's calibration")
+    parser.add_argument("--calibrate", help="stage 7's (given when it runs)")
+    parser.add_argument("--cohort_utts_per_speaker", type=int)
     args = parser.parse_args(argv)
     check_paths(
         {f"--{k}": Path(v) for k, v in args.output if v},
@@ -116,10 +131,13 @@ def main(argv=None) -> None:
         args.holdout,
         args.cohort_speakers,
     )
+    check_calibration(args)
     if args.top_n is None:
         return
-    if args.top_n < 2:
-        raise UserError(f"--top_n {args.top_n}: must be >= 2 (one score has no spread)")
+    if args.top_n < MIN_TOP_N:
+        raise UserError(
+            f"--top_n {args.top_n}: must be >= {MIN_TOP_N} (one score has no spread)"
+        )
     if n is not None and args.top_n > n:
         raise UserError(
             f"--top_n {args.top_n} is more than the {n} cohort speakers stage 6 will "

@@ -15,15 +15,15 @@ class weights, so that its log-odds are LLRs at prior 0.5 (its default L2 penalt
 C = 1 over the summed loss, only matters for small or separable sets).
 """
 
-from typing import Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from espnet_plugin_intertopk.scoring.inputs import check_both_classes, names_among
 from espnet_plugin_intertopk.scoring.normalisation import cohort_top_stats
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 QUALITY_MEASURES = ("duration", "norm", "cohort")
 # Training-speaker trials (the anchors' way): every same-speaker pair of the
@@ -54,9 +54,15 @@ def features(
     return np.column_stack(columns)
 
 
-def fit(x: np.ndarray, labels: np.ndarray, what: str) -> Pipeline:
+def fit(x: np.ndarray, labels: np.ndarray, what: str) -> "Pipeline":
     """The calibration model of calibration trials' features ``x`` (UserError naming
     ``what`` when the trials are of one class)."""
+    # Imported here: run.sh's up-front check reads QUALITY_MEASURES, and importing
+    # scikit-learn would add most of a second to it.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     check_both_classes(np.asarray(labels), what, "calibration trials")
     model = make_pipeline(
         StandardScaler(),
@@ -66,7 +72,7 @@ def fit(x: np.ndarray, labels: np.ndarray, what: str) -> Pipeline:
     return model.fit(x, labels)
 
 
-def llrs(model: Pipeline, x: np.ndarray) -> np.ndarray:
+def llrs(model: "Pipeline", x: np.ndarray) -> np.ndarray:
     """Calibrated scores (natural-log LLRs) of trials' features ``x``."""
     return model.decision_function(x)
 

@@ -46,7 +46,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from espnet_plugin_intertopk.recipe.kaldi_data import read_map
+from espnet_plugin_intertopk.recipe.kaldi_data import read_map, read_text
 from espnet_plugin_intertopk.safe_io import atomic
 from espnet_plugin_intertopk.safe_io.errors import (
     UserError,
@@ -61,6 +61,9 @@ from espnet_plugin_intertopk.scoring.inputs import (
     check_both_classes,
     check_covered,
     check_paths_exist,
+    check_top_n,
+    duration_inputs,
+    embedding_size,
     load_embeddings,
     names_among,
     read_durations,
@@ -371,11 +374,7 @@ def check_arguments(args: argparse.Namespace) -> None:
                 "--score_norm asnorm needs --cohort_utt2spk (the cohort's speakers)",
                 status=2,
             )
-        if args.top_n < 2:
-            raise UserError(
-                f"--top_n must be >= 2 (one score has no spread), got {args.top_n}",
-                status=2,
-            )
+        check_top_n(args.top_n)
     if args.calibrate != "none" and args.score_norm != "asnorm":
         raise UserError(
             f"--calibrate {args.calibrate} calibrates AS-norm scores: give "
@@ -421,10 +420,6 @@ class Inputs(NamedTuple):
     floor: Optional[Dict[str, np.ndarray]]
     calibration: Dict[str, CalibrationSet]  # "valid" / "train" -> its trials
     durations: Dict[str, float]  # of the test utterances (calibration only)
-
-
-def _size(emb: Embeddings) -> int:
-    return next(iter(emb.unit.values())).size
 
 
 def check_unseen(
@@ -487,7 +482,7 @@ def read_calibration(
                     files[run, "valid"],
                     run_what,
                 )
-                if _size(emb[run]) != _size(test[run]):
+                if embedding_size(emb[run]) != embedding_size(test[run]):
                     raise UserError(
                         f"{files[run, 'valid']}: calibration and test embeddings "
                         f"differ in size ({run_what})"
@@ -560,7 +555,7 @@ def read_inputs(
                         f"{args.cohort_utt2spk}: no embedding of {utt} in {path} "
                         f"({what})"
                     )
-            if _size(cohort_emb[run]) != _size(test[run]):
+            if embedding_size(cohort_emb[run]) != embedding_size(test[run]):
                 raise UserError(
                     f"{path}: cohort and test embeddings differ in size ({what})"
                 )
@@ -676,6 +671,21 @@ def calibration_header(args: argparse.Namespace, inputs: Inputs) -> List[str]:
     return lines
 
 
+def _duration_inputs(args: argparse.Namespace) -> Dict[str, Path]:
+    """What reading the durations of calibration (``read_calibration``,
+    ``read_inputs``) reads: the test, calibration and cohort directories and
+    their audio."""
+    sets = CALIBRATIONS[args.calibrate]
+    if not sets or "duration" not in args.measures:
+        return {}
+    dirs = [args.test_dir]
+    if "valid" in sets:
+        dirs.append(args.calibration_dir)
+    if "train" in sets:
+        dirs.append(args.cohort_utt2spk.parent)
+    return {k: v for d in dirs for k, v in duration_inputs(d).items()}
+
+
 @exits_cleanly(PROG)
 def main(argv=None) -> None:
     args = get_parser().parse_args(argv)
@@ -699,7 +709,9 @@ def main(argv=None) -> None:
         for name in sets
     }
     given = (args.cohort_utt2spk, args.calibration_dir, args.floor, args.append)
-    inputs_read = [args.test_dir, *files.values(), *(p for p in given if p is not None)]
+    read = [args.test_dir, *files.values(), *(p for p in given if p is not None)]
+    inputs_read = {str(p): p for p in read}
+    inputs_read.update(_duration_inputs(args))
     check_apart(args.results, inputs_read, "--results")
     if args.json is not None:
         check_apart(args.json, inputs_read, "--json")
@@ -758,7 +770,7 @@ def main(argv=None) -> None:
     ]
     table = results_markdown(summary, diffs, header, scoring_diffs)
     if args.append is not None and args.append.stat().st_size:
-        table += "\n" + args.append.read_text()
+        table += "\n" + read_text(args.append)
     atomic.write_text(args.results, table)
     if args.json is not None:
         info = {

@@ -27,7 +27,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from espnet_plugin_intertopk.recipe.kaldi_data import read_map
+from espnet_plugin_intertopk.recipe.kaldi_data import read_map, read_text
 from espnet_plugin_intertopk.safe_io import atomic
 from espnet_plugin_intertopk.safe_io.errors import UserError, exits_cleanly
 from espnet_plugin_intertopk.safe_io.ownership import check_apart, check_output_files
@@ -38,6 +38,9 @@ from espnet_plugin_intertopk.scoring.inputs import (
     check_both_classes,
     check_covered,
     check_paths_exist,
+    check_top_n,
+    duration_inputs,
+    embedding_size,
     load_embeddings,
     read_durations,
 )
@@ -67,7 +70,7 @@ def read_scores(path: Path) -> ScoreFile:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     pairs, scores, labels, lines, seen = [], [], [], [], {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
@@ -186,8 +189,8 @@ def check_arguments(args: argparse.Namespace) -> List[str]:
     """The quality measures; UserError (status 2) for what the command line alone
     gets wrong."""
     names = _measures(args)
-    if "cohort" in names and args.top_n < 1:
-        raise UserError(f"--top_n must be >= 1, got {args.top_n}", status=2)
+    if "cohort" in names:
+        check_top_n(args.top_n)
     paths = {
         "--scores": args.scores,
         "--embeddings": args.embeddings,
@@ -202,15 +205,27 @@ def check_arguments(args: argparse.Namespace) -> List[str]:
     }
     check_paths_exist(paths)
     check_output_files({"--out": args.out})
-    check_apart(args.out, [p for p in paths.values() if p is not None], "--out")
+    read = {str(p): p for p in paths.values() if p is not None}
+    if "duration" in names:  # read_durations reads the audio too
+        for data_dir in (args.test_dir, args.calibration_dir):
+            read.update(duration_inputs(data_dir))
+    check_apart(args.out, read, "--out")
     return names
 
 
-def _cohort(args: argparse.Namespace) -> Optional[np.ndarray]:
-    """The cohort's unit vectors (utterances, or speaker means with utt2spk)."""
+def _cohort(args: argparse.Namespace, size: int) -> Optional[np.ndarray]:
+    """The cohort's unit vectors (utterances, or speaker means with utt2spk), of
+    the test embeddings' ``size``."""
     if args.cohort_embeddings is None:
         return None
-    emb = load_embeddings(args.cohort_embeddings, "the cohort").unit
+    cohort = load_embeddings(args.cohort_embeddings, "the cohort")
+    if embedding_size(cohort) != size:
+        raise UserError(
+            f"{args.cohort_embeddings}: cohort embeddings of size "
+            f"{embedding_size(cohort)}, test embeddings of size {size}: give those "
+            "of the same model"
+        )
+    emb = cohort.unit
     if args.cohort_utt2spk is None:
         vectors = np.stack([emb[k] for k in sorted(emb)])
     else:
@@ -284,7 +299,13 @@ def main(argv=None) -> None:
     check_covered(
         cal_emb.unit, cal.pairs, cal.where, args.calibration_embeddings, "calibration"
     )
-    cohort = _cohort(args)
+    if embedding_size(cal_emb) != embedding_size(test_emb):
+        raise UserError(
+            f"{args.calibration_embeddings}: calibration embeddings of size "
+            f"{embedding_size(cal_emb)}, test embeddings of size "
+            f"{embedding_size(test_emb)}: give those of the same model"
+        )
+    cohort = _cohort(args, embedding_size(test_emb))
     cal_x = _features(names, cal, cal_emb, cohort, args.top_n, args.calibration_dir)
     test_x = _features(names, test, test_emb, cohort, args.top_n, args.test_dir)
     model = calibration.fit(cal_x, cal.labels, str(cal.path))

@@ -9,9 +9,13 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 import numpy as np
 import soundfile
 
-from espnet_plugin_intertopk.recipe.kaldi_data import read_entries
+from espnet_plugin_intertopk.recipe.kaldi_data import (
+    audio_inputs,
+    read_entries,
+    read_text,
+)
 from espnet_plugin_intertopk.safe_io.errors import UserError, space_separated_names
-from espnet_plugin_intertopk.scoring.normalisation import unit_embeddings
+from espnet_plugin_intertopk.scoring.normalisation import MIN_TOP_N, unit_embeddings
 
 
 def names_among(text: str, option: str, allowed: Iterable[str], of: str) -> List[str]:
@@ -22,6 +26,15 @@ def names_among(text: str, option: str, allowed: Iterable[str], of: str) -> List
         if name not in allowed:
             raise UserError(f"{option} {text!r}: {name} is not one of {of}", status=2)
     return names
+
+
+def check_top_n(top_n: int) -> None:
+    """UserError (status 2) for a ``--top_n`` below AS-norm's MIN_TOP_N."""
+    if top_n < MIN_TOP_N:
+        raise UserError(
+            f"--top_n must be >= {MIN_TOP_N} (one score has no spread), got {top_n}",
+            status=2,
+        )
 
 
 def check_paths_exist(named: Dict[str, Optional[Path]]) -> None:
@@ -45,7 +58,7 @@ class Trials:
         self.pairs: List[Tuple[str, str]] = []
         self.lines: List[int] = []
         labels, seen = [], {}
-        for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        for n, line in enumerate(read_text(Path(path)).splitlines(), 1):
             if not line.strip():
                 continue
             parts = line.split()
@@ -107,6 +120,8 @@ def load_embeddings(path: Path, what: str) -> Embeddings:
             raw = {key: np.asarray(npz[key], dtype=np.float64) for key in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise UserError(f"{path}: cannot read it ({what}): {err}") from None
+    if not raw:
+        raise UserError(f"{path}: no embeddings in it ({what})")
     first = {}
     for key, v in raw.items():
         if v.ndim not in (1, 2) or v.size == 0:
@@ -130,6 +145,11 @@ def load_embeddings(path: Path, what: str) -> Embeddings:
     return Embeddings(unit, norm)
 
 
+def embedding_size(emb: Embeddings) -> int:
+    """The size of an (already checked, non-empty) embedding file's vectors."""
+    return next(iter(emb.unit.values())).size
+
+
 def check_covered(
     emb: Dict, pairs: List[Tuple[str, str]], where, path: Path, what: str
 ) -> None:
@@ -141,6 +161,15 @@ def check_covered(
             raise UserError(
                 f"{where(i)}: no embedding of {missing[0]} in {path} ({what})"
             )
+
+
+def duration_inputs(data_dir: Path) -> Dict[str, Path]:
+    """What ``read_durations`` reads of ``data_dir``, as inputs no output may
+    overlap: the directory, and without utt2dur the directories of its audio."""
+    data_dir = Path(data_dir)
+    if (data_dir / "utt2dur").is_file():
+        return {str(data_dir): data_dir}
+    return {str(data_dir): data_dir, **audio_inputs(data_dir)}
 
 
 def read_durations(data_dir: Path, utts: Iterable[str]) -> Dict[str, float]:
@@ -159,7 +188,8 @@ def read_durations(data_dir: Path, utts: Iterable[str]) -> Dict[str, float]:
                 out[utt] = float(value)
             except ValueError:
                 out[utt] = math.nan
-            if not out[utt] > 0:
+            # isfinite: "inf" or 1e400 parse, and would give an infinite feature.
+            if not (math.isfinite(out[utt]) and out[utt] > 0):
                 raise UserError(
                     f"{data_dir / 'utt2dur'}:{n}: {value!r} is not a positive number "
                     "of seconds"

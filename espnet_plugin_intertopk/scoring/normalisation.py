@@ -5,6 +5,10 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+# AS-norm's top_n (and the cohort quality measure's): at least two scores per side,
+# since one score has no spread and every normalised score would be NaN.
+MIN_TOP_N = 2
+
 
 def unit_embeddings(npz: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """Unit-length embedding per utterance; ESPnet stores several crops per utterance
@@ -39,9 +43,10 @@ def cohort_top_stats(
     """Mean and standard deviation of each utterance's ``top_n`` highest cosine
     scores against the cohort (AS-norm's statistics; the mean is also a quality
     measure of calibration)."""
-    if not 2 <= top_n <= cohort.shape[0]:
-        # One score has no spread: every normalised score would be NaN.
-        raise ValueError(f"top_n must be in [2, {cohort.shape[0]}], got {top_n}")
+    if not MIN_TOP_N <= top_n <= cohort.shape[0]:
+        raise ValueError(
+            f"top_n must be in [{MIN_TOP_N}, {cohort.shape[0]}], got {top_n}"
+        )
     against = np.stack([emb[u] for u in utts]) @ cohort.T
     top = -np.sort(-against, axis=1)[:, :top_n]
     return top.mean(1), top.std(1)

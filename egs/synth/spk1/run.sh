@@ -202,6 +202,10 @@ if { [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && [ "${score_norm}" = as
     || { [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ] && [ "${calibrate}" != none ]; }; then
     checks+=(--top_n "${top_n}")
 fi
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ] && [ "${calibrate}" != none ]; then
+    checks+=(--quality_measures "${quality_measures}" --calibrate "${calibrate}"
+             --cohort_utts_per_speaker "${cohort_utts_per_speaker}")
+fi
 ${python} -m espnet_plugin_intertopk.recipe.preflight "${checks[@]}" || exit 1
 
 # Validation trials (checkpoint selection) in stages 3, 4 and 8; the test trials are

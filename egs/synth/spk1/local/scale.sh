@@ -220,20 +220,16 @@ if [ "${score_only}" = false ]; then
             queue "${n}" "" "${ablation_models[@]}"
         fi
     done
-    if has mechanism; then
+    # The mechanism's and the selection's runs: at the largest scale, trained only.
+    for part in mechanism selection; do
+        has "${part}" || continue
         prepare "${largest}" ""
         mkdir -p "exp/scale${largest}"
         queue_run_args=(--stop_stage 3)
-        queue "${largest}" "" "${mechanism_models[@]}"
+        specs="${part}_models[@]"
+        queue "${largest}" "" "${!specs}"
         queue_run_args=()
-    fi
-    if has selection; then
-        prepare "${largest}" ""
-        mkdir -p "exp/scale${largest}"
-        queue_run_args=(--stop_stage 3)
-        queue "${largest}" "" "${selection_models[@]}"
-        queue_run_args=()
-    fi
+    done
     if has grouped; then
         prepare "${largest}" _grouped "${grouped_args[@]}"
         mkdir -p "exp/scale${largest}_grouped"

@@ -179,7 +179,7 @@ def test_a_marker_of_an_earlier_version_is_adopted_only_on_request(tmp_path, cap
     old.mkdir()
     (old / MARKER).write_text("kaldi_data\n")
     (old / "wav.scp").write_text("u /a.wav\n")
-    with pytest.raises(UserError, match="earlier version of kaldi_data.*adopt"):
+    with pytest.raises(UserError, match="naming kaldi_data that does not.*adopt"):
         replace_dir(old, "kaldi_data", "--data")
     with pytest.raises(UserError, match="nothing to adopt"):
         ownership.adopt(old, "synthetic_corpus")
@@ -188,3 +188,21 @@ def test_a_marker_of_an_earlier_version_is_adopted_only_on_request(tmp_path, cap
     assert made_by(old) == "kaldi_data"
     replace_dir(old, "kaldi_data", "--data")  # now replaced: the old one aside
     assert (tmp_path / ".data.old-1" / "wav.scp").read_text() == "u /a.wav\n"
+
+
+def test_a_marker_bound_to_other_numbers_is_adopted_only_on_request(tmp_path):
+    # A remount can change the device number: the marker then proves nothing until
+    # the user binds it again; a marker naming another tool is never adopted.
+    out = tmp_path / "out"
+    ownership.claim_dir(out, "kaldi_data", "--data")
+    (out / "wav.scp").write_text("kept\n")
+    tool, identity = (out / MARKER).read_text().split()
+    (out / MARKER).write_text(f"{tool} 999{identity}\n")
+    assert made_by(out) is None
+    with pytest.raises(UserError, match="another file system.*adopt"):
+        replace_dir(out, "kaldi_data", "--data")
+    with pytest.raises(UserError, match="nothing to adopt"):
+        ownership.adopt(out, "synthetic_corpus")
+    ownership.adopt(out, "kaldi_data")
+    assert made_by(out) == "kaldi_data"
+    assert (out / "wav.scp").read_text() == "kept\n"

@@ -149,18 +149,23 @@ def made_by(directory: os.PathLike) -> Optional[str]:
     return words[0]
 
 
+def _names_tool(directory: Path, tool: str) -> bool:
+    """Whether ``directory`` has a marker naming ``tool`` that does not prove it: one
+    of an earlier version (the name alone), or one bound to other numbers (copied,
+    or the file system was moved or remounted)."""
+    words = _marker(directory)[0]
+    return bool(words) and words[0] == tool and made_by(directory) is None
+
+
 def adopt(directory: os.PathLike, tool: str) -> None:
-    """Bind the marker of an earlier version (the tool's name alone, which any copy
-    carried along) to ``directory``: only on the user's word that it is the tool's
-    output."""
+    """Bind a marker naming ``tool`` that does not prove it (see ``_names_tool``) to
+    ``directory``: only on the user's word that it is the tool's output."""
     directory = Path(directory)
     if made_by(directory) == tool:
         return
-    if _marker(directory)[0] != [tool]:
+    if not _names_tool(directory, tool):
         raise UserError(
-            f"{directory} has no marker of an earlier version naming {tool}: "
-            "nothing to adopt",
-            status=2,
+            f"{directory} has no marker naming {tool}: nothing to adopt", status=2
         )
     _mark(directory, tool)
 
@@ -193,10 +198,12 @@ def _usable(directory: Path, tool: str, what: str) -> Optional[str]:
     if owner is None and any(
         not e.name.startswith(_MARKER_TEMP) for e in directory.iterdir()
     ):
-        if _marker(directory)[0] == [tool]:
+        if _names_tool(directory, tool):
             raise UserError(
-                f"{what} {directory} has a marker of an earlier version of {tool}, "
-                "which does not prove it made it: it is left untouched; if it is "
+                f"{what} {directory} has a marker naming {tool} that does not prove "
+                "it made it (an earlier version's, a copy's, or one from before the "
+                "directory moved to another file system): it is left untouched; if it "
+                "is "
                 f"{tool}'s output, run 'python -m espnet_plugin_intertopk.safe_io."
                 f"ownership adopt {directory} {tool}', or give a new directory",
                 status=2,

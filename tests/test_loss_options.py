@@ -31,6 +31,7 @@ VALUES = {
     "check_values": True,
     "return_accuracy": True,
     "shard_classes": True,  # one process, no group: the ordinary loss
+    "subcenter_init": "shared",
 }
 
 

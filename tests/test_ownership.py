@@ -179,7 +179,7 @@ def test_a_marker_of_an_earlier_version_is_adopted_only_on_request(tmp_path, cap
     old.mkdir()
     (old / MARKER).write_text("kaldi_data\n")
     (old / "wav.scp").write_text("u /a.wav\n")
-    with pytest.raises(UserError, match="naming kaldi_data that does not.*adopt"):
+    with pytest.raises(UserError, match="not made by kaldi_data as far.*adopt"):
         replace_dir(old, "kaldi_data", "--data")
     with pytest.raises(UserError, match="nothing to adopt"):
         ownership.adopt(old, "synthetic_corpus")

@@ -200,10 +200,10 @@ def _usable(directory: Path, tool: str, what: str) -> Optional[str]:
     ):
         if _names_tool(directory, tool):
             raise UserError(
-                f"{what} {directory} has a marker naming {tool} that does not prove "
-                "it made it (an earlier version's, a copy's, or one from before the "
-                "directory moved to another file system): it is left untouched; if it "
-                "is "
+                f"{what} {directory} was not made by {tool} as far as its marker "
+                "proves (it names the tool, but it is an earlier version's, a copy's, "
+                "or one from before the directory moved to another file system): it "
+                "is left untouched; if it is "
                 f"{tool}'s output, run 'python -m espnet_plugin_intertopk.safe_io."
                 f"ownership adopt {directory} {tool}', or give a new directory",
                 status=2,

@@ -10,11 +10,16 @@
 # the training data and 800 steps (iters_per_epoch below).
 #
 #   local/scale.sh [--jobs 2] [--seeds "0 1 2"] [--scales "1000 300 100"] \
-#       [--parts "curve ablation grouped"] [--score_only true]
+#       [--parts "curve ablation grouped"] [--score_only true] [--corpus_speakers N]
 #   local/scale.sh --seeds "0 1" --scales 1000 --parts "mechanism selection"
 #
 # --score_only true: no training or extraction, only the scoring of the parts and the
 # curve's summary (RESULTS_scale.md, images/scale_curve.png).
+# --corpus_speakers N: the corpus's training speakers (default: the largest scale), so
+# that points run in separate sessions share one corpus: `--scales "300 100"
+# --corpus_speakers 1000` trains on the 1,000-speaker corpus's first 300 and 100.
+# The summary holds the scales of the call: score all of them at the end with
+# `--scales "1000 300 100" --score_only true`.
 #
 # Parts (each run once per seed, side by side with --jobs):
 #   curve     at each scale: the plugin (+ LM), ESPnet's copy, AAM-softmax (both + LM
@@ -44,14 +49,16 @@ seeds="0 1 2"
 scales="1000 300 100"
 parts="curve ablation grouped"
 score_only=false
+corpus_speakers=
 while [ $# -gt 0 ]; do
     case "$1" in
         --score_only) score_only="$2"; shift 2 ;;
+        --corpus_speakers) corpus_speakers="$2"; shift 2 ;;
         --seeds) seeds="$2"; shift 2 ;;
         --scales) scales="$2"; shift 2 ;;
         --parts) parts="$2"; shift 2 ;;
         --jobs) pool_jobs="$2"; shift 2 ;;
-        *) echo "$0: unknown option '$1' (options: --jobs --seeds --scales --parts --score_only)" >&2
+        *) echo "$0: unknown option '$1' (options: --jobs --seeds --scales --parts --score_only --corpus_speakers)" >&2
            exit 1 ;;
     esac
 done
@@ -71,7 +78,14 @@ for n in ${scales}; do
     [[ "${n}" =~ ^[0-9]+$ ]] && [ "${n}" -ge 100 ] \
         || { echo "$0: --scales '${n}': scales are integers >= 100 (the cohort's 100 speakers)" >&2; exit 1; }
 done
+# The corpus's scale: the ablation, grouped, mechanism and selection parts run there,
+# and the baselines get LM there.
 largest="$(printf '%s\n' ${scales} | sort -n | tail -n 1)"
+if [ -n "${corpus_speakers}" ]; then
+    [[ "${corpus_speakers}" =~ ^[0-9]+$ ]] && [ "${corpus_speakers}" -ge "${largest}" ] \
+        || { echo "$0: --corpus_speakers '${corpus_speakers}': must be an integer >= every scale (${largest})" >&2; exit 1; }
+    largest="${corpus_speakers}"
+fi
 corpus_args=(--n_train_speakers "${largest}" --n_valid_speakers 40 --n_test_speakers 40
              --utts_per_speaker 8 --valid_utts_per_speaker 8 --test_utts_per_speaker 8)
 grouped_args=(--group_size 5 --within_group_nontargets 0.5)
@@ -205,21 +219,24 @@ has() { [[ " ${parts} " == *" $1 "* ]]; }
 if [ "${score_only}" = false ]; then
     # The largest scale first: it carries the ablation and the grouped variant.
     for n in $(printf '%s\n' ${scales} | sort -rn); do
-        if has curve || { [ "${n}" = "${largest}" ] && has ablation; }; then
-            prepare "${n}" ""
-            mkdir -p "exp/scale${n}"
-        fi
-        if has curve && [ "${n}" = "${largest}" ]; then
+        has curve || continue
+        prepare "${n}" ""
+        mkdir -p "exp/scale${n}"
+        if [ "${n}" = "${largest}" ]; then
             queue "${n}" "" "${curve_models_largest[@]}"
-        elif has curve; then
+        else
             queue "${n}" "" "${curve_models[@]}"
         fi
-        if [ "${n}" = "${largest}" ] && has ablation; then
-            # Its reference, the plugin (+ LM), is the curve's first model.
-            if ! has curve; then queue "${n}" "" "${curve_models[0]}"; fi
-            queue "${n}" "" "${ablation_models[@]}"
-        fi
     done
+    if has ablation; then
+        prepare "${largest}" ""
+        mkdir -p "exp/scale${largest}"
+        # Its reference, the plugin (+ LM), is the curve's first model.
+        if ! { has curve && [[ " ${scales} " == *" ${largest} "* ]]; }; then
+            queue "${largest}" "" "${curve_models[0]}"
+        fi
+        queue "${largest}" "" "${ablation_models[@]}"
+    fi
     # The mechanism's and the selection's runs: at the largest scale, trained only.
     for part in mechanism selection; do
         has "${part}" || continue

@@ -2,7 +2,9 @@
 # The loss comparison: the plugin loss, ESPnet's own copy of it and ESPnet's
 # AAM-softmax, each trained once per seed, fine-tuned (LM), embedded and scored on the
 # same data into one RESULTS.md: mean ± std over seeds, the plugin's paired EER
-# difference to each baseline with bootstrap intervals, and every seed.
+# difference to each baseline with bootstrap intervals, and every seed; then their
+# AS-norm scores calibrated (stage 7) on the validation speakers' trials and, for
+# comparison, on the training speakers' (the cohort's) trials -> RESULTS_calibrated.md.
 #
 #   local/compare_losses.sh [--seeds "0 1 2"] [--jobs 2] [run.sh options...]
 #
@@ -32,5 +34,5 @@ for seed in ${seeds}; do
 done
 pool_wait
 # The plugin with LM first: every other row is compared with it.
-./run.sh --stage 6 --stop_stage 6 --score_seeds "${seeds}" \
+./run.sh --stage 6 --stop_stage 7 --calibrate both --score_seeds "${seeds}" \
     --score_models "aamsoftmax_sc_topk_lm aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet aamsoftmax_sc_topk_espnet_lm aamsoftmax aamsoftmax_lm" "$@"

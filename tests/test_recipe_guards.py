@@ -82,9 +82,14 @@ def test_a_bad_option_stops_the_recipe_before_any_stage(recipe, args, message):
         (["--scales", "50"], "--scales '50': scales are integers >= 100"),
         (["--scales", "1000 3e2"], "--scales '3e2': scales are integers >= 100"),
         (["--score_only", "maybe"], "--score_only 'maybe': must be true or false"),
-        (["--scales", "300 100", "--corpus_speakers", "200"],
-         "--corpus_speakers '200': must be an integer >= every scale (300)"),
-        (["--corpus_speakers", "1e3"], "--corpus_speakers '1e3': must be an integer >="),
+        (
+            ["--scales", "300 100", "--corpus_speakers", "200"],
+            "--corpus_speakers '200': must be an integer >= every scale (300)",
+        ),
+        (
+            ["--corpus_speakers", "1e3"],
+            "--corpus_speakers '1e3': must be an integer >=",
+        ),
         (["--jobs", "0"], "--jobs '0': must be a positive integer"),
         (["--seeds", "0 x"], "--seeds '0 x': must be integers separated by spaces"),
         (["--train_seed", "1"], "unknown option '--train_seed'"),

@@ -16,11 +16,15 @@ RECORDER = (
 CORPUS = "downloads/scale1000_seed0"
 
 
-def plan(tmp_path: Path, *args: str) -> list[list[str]]:
-    """The command lines (program name first) that ``scale.sh ARGS`` runs, in order."""
+def plan(tmp_path: Path, *args: str, logs: tuple[str, ...] = ()) -> list[list[str]]:
+    """The command lines (program name first) that ``scale.sh ARGS`` runs, in order;
+    ``logs``: run directories (in the recipe) given a train.log first."""
     checkout = tmp_path / "checkout"
     recipe = checkout / "egs" / "synth" / "spk1"
     recipe.mkdir(parents=True)
+    for run in logs:
+        (recipe / run).mkdir(parents=True)
+        (recipe / run / "train.log").write_text("")
     shutil.copytree(RECIPE / "local", recipe / "local")
     (recipe / "conf").symlink_to(TESTS.parent / "conf")
     calls = tmp_path / "calls"
@@ -62,8 +66,9 @@ def trainings(calls: list[list[str]]) -> list[tuple[str, str, str]]:
 
 
 def test_smaller_scales_train_on_the_corpus_of_corpus_speakers(tmp_path):
+    logs = ("exp/scale300/aamsoftmax/seed0", "exp/scale300/aamsoftmax_sc_topk_lm/seed0")
     calls = plan(tmp_path, "--scales", "300 100", "--corpus_speakers", "1000",
-                 "--parts", "curve", "--seeds", "0")  # fmt: skip
+                 "--parts", "curve", "--seeds", "0", logs=logs)  # fmt: skip
     corpora = of(calls, "synthetic_corpus")
     assert {c[3] for c in corpora} == {CORPUS}
     assert {value(c, "--n_train_speakers") for c in corpora} == {"1000"}
@@ -75,6 +80,10 @@ def test_smaller_scales_train_on_the_corpus_of_corpus_speakers(tmp_path):
                 ("aamsoftmax", "false")]  # fmt: skip
     planned = [(f"exp/scale{n}", *m) for n in (300, 100) for m in expected]
     assert trainings(calls) == planned
+    # The trainings' curves, from the runs a scale has (not LM's, nor at 100: none).
+    (curves,) = of(calls, "training_curves")
+    assert value(curves, "--run") == "aamsoftmax/seed0=exp/scale300/aamsoftmax/seed0"
+    assert value(curves, "--out") == "RESULTS_scale300_training.md"
     (summary,) = of(calls, "scale_summary")
     assert [summary[i + 1] for i, a in enumerate(summary) if a == "--point"] == [
         "300=RESULTS_scale300.json",

@@ -23,7 +23,8 @@
 #
 # Parts (each run once per seed, side by side with --jobs):
 #   curve     at each scale: the plugin (+ LM), ESPnet's copy, AAM-softmax (both + LM
-#             at the largest scale) -> RESULTS_scale<N>.md (exp/scale<N>)
+#             at the largest scale) -> RESULTS_scale<N>.md (exp/scale<N>), and the
+#             trainings' validation EER per epoch -> RESULTS_scale<N>_training.md
 #   ablation  at the largest scale, one part of the plugin off at a time: K 1, k_top 0,
 #             constant margin, k_top 5 (k_top 10 is the default); LM off is the curve's
 #             plugin without its LM -> RESULTS_scale<N>_ablation.md
@@ -255,27 +256,33 @@ if [ "${score_only}" = false ]; then
     pool_wait
 fi
 
-# Training curves of the mechanism and selection runs: $1 part, then the run names
-# (globs) under exp/scale<largest>; a run is labelled by its name less mech_/sel_.
+# Training curves (recipe/training_curves.py) of runs under exp/$1: $2 the output's
+# name (RESULTS_$2.md and .json, images/$2.png), then the run names (globs); a run is
+# labelled by its name less mech_/sel_.
 curves() {
-    local part="$1" runs=() dir tag name
-    shift
+    local where="$1" out="$2" runs=() dir tag name
+    shift 2
     for name in "$@"; do
-        for dir in "exp/scale${largest}/"${name}/seed*; do
+        for dir in "exp/${where}/"${name}/seed*; do
             [ -f "${dir}/train.log" ] || continue
             tag="$(basename "$(dirname "${dir}")")"
             tag="${tag#mech_}"
             runs+=(--run "${tag#sel_}/$(basename "${dir}")=${dir}")
         done
     done
+    if [ "${#runs[@]}" = 0 ]; then
+        echo "scale: no training log under exp/${where} for RESULTS_${out}.md, skipped" >&2
+        return
+    fi
     mkdir -p images
     ${pool_python} -m espnet_plugin_intertopk.recipe.training_curves "${runs[@]}" \
-        --out "RESULTS_scale${largest}_${part}.md" \
-        --json "RESULTS_scale${largest}_${part}.json" --plot "images/scale${largest}_${part}.png"
+        --out "RESULTS_${out}.md" --json "RESULTS_${out}.json" --plot "images/${out}.png"
 }
-if has mechanism; then curves mechanism "mech_*"; fi
+if has mechanism; then curves "scale${largest}" "scale${largest}_mechanism" "mech_*"; fi
 # The selection's references: the same defaults without a fix (the mechanism's runs).
-if has selection; then curves selection "sel_*" mech_plugin mech_aamsoftmax; fi
+if has selection; then
+    curves "scale${largest}" "scale${largest}_selection" "sel_*" mech_plugin mech_aamsoftmax
+fi
 
 curve="aamsoftmax_sc_topk_lm aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet aamsoftmax"
 if has curve; then
@@ -286,6 +293,9 @@ if has curve; then
             models+=" aamsoftmax_sc_topk_espnet_lm aamsoftmax_lm"
         fi
         score "${n}" "" "RESULTS_scale${n}" "${models}" aamsoftmax_sc_topk_lm
+        # How soon each training left chance level (the LM runs start from a trained
+        # model): RESULTS_scale<N>_training.md.
+        curves "scale${n}" "scale${n}_training" aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet aamsoftmax
         points+=(--point "${n}=RESULTS_scale${n}.json")
     done
     mkdir -p images

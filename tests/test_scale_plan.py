@@ -1,6 +1,6 @@
-"""Which runs local/scale.sh plans: the real script, with run.sh and the checkout's
-python replaced by stand-ins that record their command lines and succeed, so that a
-whole experiment's plan takes a second."""
+"""Which runs local/scale.sh and local/compare_losses.sh plan: the real scripts, with
+run.sh and the checkout's python replaced by stand-ins that record their command lines
+and succeed, so that a whole experiment's plan takes a second."""
 
 import shlex
 import shutil
@@ -16,8 +16,13 @@ RECORDER = (
 CORPUS = "downloads/scale1000_seed0"
 
 
-def plan(tmp_path: Path, *args: str, logs: tuple[str, ...] = ()) -> list[list[str]]:
-    """The command lines (program name first) that ``scale.sh ARGS`` runs, in order;
+def plan(
+    tmp_path: Path,
+    *args: str,
+    logs: tuple[str, ...] = (),
+    script: str = "local/scale.sh",
+) -> list[list[str]]:
+    """The command lines (program name first) that ``SCRIPT ARGS`` runs, in order;
     ``logs``: run directories (in the recipe) given a train.log first."""
     checkout = tmp_path / "checkout"
     recipe = checkout / "egs" / "synth" / "spk1"
@@ -34,7 +39,7 @@ def plan(tmp_path: Path, *args: str, logs: tuple[str, ...] = ()) -> list[list[st
         stub.write_text(RECORDER.format(calls=calls))
         stub.chmod(0o755)
     proc = subprocess.run(
-        ["bash", "local/scale.sh", *args],
+        ["bash", script, *args],
         cwd=recipe,
         capture_output=True,
         text=True,
@@ -66,7 +71,11 @@ def trainings(calls: list[list[str]]) -> list[tuple[str, str, str]]:
 
 
 def test_smaller_scales_train_on_the_corpus_of_corpus_speakers(tmp_path):
-    logs = ("exp/scale300/aamsoftmax/seed0", "exp/scale300/aamsoftmax_sc_topk_lm/seed0")
+    logs = (
+        "exp/scale300/aamsoftmax/seed0",
+        "exp/scale300/aamsoftmax/seed7",  # not a seed of this call
+        "exp/scale300/aamsoftmax_sc_topk_lm/seed0",
+    )
     calls = plan(tmp_path, "--scales", "300 100", "--corpus_speakers", "1000",
                  "--parts", "curve", "--seeds", "0", logs=logs)  # fmt: skip
     corpora = of(calls, "synthetic_corpus")
@@ -113,3 +122,41 @@ def test_the_ablation_runs_at_the_corpus_scale_with_its_reference(tmp_path):
     assert {value(c, "--train_seed") for c in runs} - {None} == {"2"}
     scorings = [value(c, "--results") for c in runs if value(c, "--stage") == "6"]
     assert scorings == ["RESULTS_scale1000_ablation.md"]
+
+
+def test_curve_and_ablation_train_the_reference_once(tmp_path):
+    calls = plan(tmp_path, "--scales", "1000 100", "--parts", "curve ablation",
+                 "--seeds", "0")  # fmt: skip
+    at_1000 = [t for t in trainings(calls) if t[0] == "exp/scale1000"]
+    assert [t[1] for t in at_1000] == [
+        "aamsoftmax_sc_topk",
+        "aamsoftmax_sc_topk_espnet",
+        "aamsoftmax",
+        "ablation_K1",
+        "ablation_k_top0",
+        "ablation_constant_margin",
+        "ablation_k_top5",
+    ]
+    assert {t[2] for t in at_1000[:3]} == {"true"}  # LM for all at the corpus scale
+
+
+def test_the_ablation_alone_prepares_its_data_first(tmp_path):
+    calls = plan(tmp_path, "--scales", "1000", "--parts", "ablation", "--seeds", "0")
+    runs = [c for c in calls if c[0] == "run.sh"]
+    assert value(runs[0], "--stop_stage") == "2"
+    assert value(runs[0], "--data") == "data_scale1000"
+    assert value(runs[0], "--train_dir") == f"{CORPUS}_train1000"
+    assert value(runs[1], "--stage") == "3"
+
+
+def test_the_comparison_calibrates_only_scores_with_as_norm(tmp_path):
+    def last_call(*args: str) -> list[str]:
+        calls = plan(tmp_path / str(len(args)), "--seeds", "0", *args,
+                     script="local/compare_losses.sh")  # fmt: skip
+        return calls[-1]
+
+    scoring = last_call()
+    assert (value(scoring, "--stage"), value(scoring, "--stop_stage")) == ("6", "7")
+    assert value(scoring, "--calibrate") == "both"
+    scoring = last_call("--score_norm", "none")
+    assert (value(scoring, "--stage"), value(scoring, "--stop_stage")) == ("6", "6")

@@ -33,6 +33,15 @@ for seed in ${seeds}; do
     pool_run one_seed "${seed}" "$@" > "exp/compare_seed${seed}.log" 2>&1
 done
 pool_wait
+# Stage 7 calibrates AS-norm scores: not when the comparison is scored without AS-norm
+# (the last --score_norm given; run.sh's default is asnorm).
+score_norm=asnorm
+previous=
+for arg in "$@"; do
+    if [ "${previous}" = --score_norm ]; then score_norm="${arg}"; fi
+    previous="${arg}"
+done
+if [ "${score_norm}" = asnorm ]; then last_stage=7; else last_stage=6; fi
 # The plugin with LM first: every other row is compared with it.
-./run.sh --stage 6 --stop_stage 7 --calibrate both --score_seeds "${seeds}" \
+./run.sh --stage 6 --stop_stage "${last_stage}" --calibrate both --score_seeds "${seeds}" \
     --score_models "aamsoftmax_sc_topk_lm aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet aamsoftmax_sc_topk_espnet_lm aamsoftmax aamsoftmax_lm" "$@"

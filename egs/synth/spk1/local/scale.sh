@@ -17,7 +17,8 @@
 # curve's summary (RESULTS_scale.md, images/scale_curve.png).
 # --corpus_speakers N: the corpus's training speakers (default: the largest scale), so
 # that points run in separate sessions share one corpus: `--scales "300 100"
-# --corpus_speakers 1000` trains on the 1,000-speaker corpus's first 300 and 100.
+# --corpus_speakers 1000 --parts curve` trains on the 1,000-speaker corpus's first 300
+# and 100 (the other parts would run at 1,000).
 # The summary holds the scales of the call: score all of them at the end with
 # `--scales "1000 300 100" --score_only true`.
 #
@@ -76,14 +77,14 @@ case "${score_only}" in true|false) ;;
     *) echo "$0: --score_only '${score_only}': must be true or false" >&2; exit 1 ;;
 esac
 for n in ${scales}; do
-    [[ "${n}" =~ ^[0-9]+$ ]] && [ "${n}" -ge 100 ] \
+    [[ "${n}" =~ ^[1-9][0-9]*$ ]] && [ "${n}" -ge 100 ] \
         || { echo "$0: --scales '${n}': scales are integers >= 100 (the cohort's 100 speakers)" >&2; exit 1; }
 done
 # The corpus's scale: the ablation, grouped, mechanism and selection parts run there,
 # and the baselines get LM there.
 largest="$(printf '%s\n' ${scales} | sort -n | tail -n 1)"
 if [ -n "${corpus_speakers}" ]; then
-    [[ "${corpus_speakers}" =~ ^[0-9]+$ ]] && [ "${corpus_speakers}" -ge "${largest}" ] \
+    [[ "${corpus_speakers}" =~ ^[1-9][0-9]*$ ]] && [ "${corpus_speakers}" -ge "${largest}" ] \
         || { echo "$0: --corpus_speakers '${corpus_speakers}': must be an integer >= every scale (${largest})" >&2; exit 1; }
     largest="${corpus_speakers}"
 fi
@@ -260,14 +261,16 @@ fi
 # name (RESULTS_$2.md and .json, images/$2.png), then the run names (globs); a run is
 # labelled by its name less mech_/sel_.
 curves() {
-    local where="$1" out="$2" runs=() dir tag name
+    local where="$1" out="$2" runs=() dir tag name seed
     shift 2
     for name in "$@"; do
-        for dir in "exp/${where}/"${name}/seed*; do
-            [ -f "${dir}/train.log" ] || continue
-            tag="$(basename "$(dirname "${dir}")")"
-            tag="${tag#mech_}"
-            runs+=(--run "${tag#sel_}/$(basename "${dir}")=${dir}")
+        for seed in ${seeds}; do
+            for dir in "exp/${where}/"${name}/seed"${seed}"; do
+                [ -f "${dir}/train.log" ] || continue
+                tag="$(basename "$(dirname "${dir}")")"
+                tag="${tag#mech_}"
+                runs+=(--run "${tag#sel_}/seed${seed}=${dir}")
+            done
         done
     done
     if [ "${#runs[@]}" = 0 ]; then
@@ -295,7 +298,8 @@ if has curve; then
         score "${n}" "" "RESULTS_scale${n}" "${models}" aamsoftmax_sc_topk_lm
         # How soon each training left chance level (the LM runs start from a trained
         # model): RESULTS_scale<N>_training.md.
-        curves "scale${n}" "scale${n}_training" aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet aamsoftmax
+        curves "scale${n}" "scale${n}_training" aamsoftmax_sc_topk aamsoftmax_sc_topk_espnet \
+            aamsoftmax || echo "scale: RESULTS_scale${n}_training.md not written" >&2
         points+=(--point "${n}=RESULTS_scale${n}.json")
     done
     mkdir -p images

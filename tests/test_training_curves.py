@@ -132,3 +132,21 @@ def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert (run_dir / "config.yaml").read_text() == "kept"
+
+
+def test_diagnostic_columns_only_where_a_run_logged_them(tmp_path):
+    with_diag = training_curves.parse_log(write_log(tmp_path / "a.log"))
+    plain_log = tmp_path / "b.log"
+    text = write_log(tmp_path / "b0.log").read_text()
+    plain_log.write_text(text.replace("diag_target_cos", "other_stat"))
+    plain = training_curves.parse_log(plain_log)
+    table = training_curves.markdown({"diag": with_diag, "plain": plain})
+    head, rule, *rows = table.splitlines()
+    columns = [c.strip() for c in head.strip("|").split("|")]
+    assert columns[-1] == "target cos, 1st 1/4"  # the only one in epoch results
+    assert len(rule.strip("|").split("|")) == len(columns)
+    cells = {r.split("|")[1].strip(): r.strip("|").split("|") for r in rows}
+    assert float(cells["diag"][-1]) == pytest.approx((0.1 + 0.2) / 2)  # epochs 1-2
+    assert cells["plain"][-1].strip() == "-"
+    only_plain = training_curves.markdown({"plain": plain})
+    assert "1st 1/4" not in only_plain and "nan" not in only_plain

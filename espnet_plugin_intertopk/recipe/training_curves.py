@@ -125,12 +125,27 @@ def _mean(rows: Sequence[dict], key: str, last_epoch: int) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+# The --training_diagnostics statistics, averaged over the first quarter of training.
+DIAGNOSTIC_COLUMNS = (
+    ("target cos", "diag_target_cos", ".3f"),
+    ("hard negatives above", "diag_hardneg_above", ".3f"),
+    ("sub-center switches", "diag_subcenter_switch", ".3f"),
+    ("encoder grad norm", "diag_encoder_grad_norm", ".3g"),
+)
+
+
 def markdown(runs: Dict[str, Tuple[List[dict], List[dict]]]) -> str:
+    """One row per run; the diagnostics' columns only where a run logged them ("-"
+    for a run that did not)."""
+    logged = {key for _, epochs in runs.values() for row in epochs for key in row}
+    diagnostics = [c for c in DIAGNOSTIC_COLUMNS if c[1] in logged]
     head = (
         "| run | steps | first epoch < 40 % EER | valid EER after 1/4 | best valid EER "
-        "(epoch) | target cos, 1st 1/4 | hard negatives above, 1st 1/4 | "
-        "sub-center switches, 1st 1/4 | encoder grad norm, 1st 1/4 |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "(epoch) |"
+        + "".join(f" {title}, 1st 1/4 |" for title, _, _ in diagnostics)
+        + "\n|---|---:|---:|---:|---:|"
+        + "---:|" * len(diagnostics)
+        + "\n"
     )
     lines = []
     for name, (_, epochs) in runs.items():
@@ -139,14 +154,17 @@ def markdown(runs: Dict[str, Tuple[List[dict], List[dict]]]) -> str:
         left = (
             "never" if s["first_epoch_below_40"] is None else s["first_epoch_below_40"]
         )
-        lines.append(
-            f"| {name} | {s['steps']} | {left} / {s['epochs']} | "
-            f"{s['valid_eer_at_quarter']:.2f} | {s['best_valid_eer']:.2f} "
-            f"({s['best_epoch']}) | {_mean(epochs, 'diag_target_cos', q):.3f} | "
-            f"{_mean(epochs, 'diag_hardneg_above', q):.3f} | "
-            f"{_mean(epochs, 'diag_subcenter_switch', q):.3f} | "
-            f"{_mean(epochs, 'diag_encoder_grad_norm', q):.3g} |"
-        )
+        cells = [
+            name,
+            str(s["steps"]),
+            f"{left} / {s['epochs']}",
+            f"{s['valid_eer_at_quarter']:.2f}",
+            f"{s['best_valid_eer']:.2f} ({s['best_epoch']})",
+        ]
+        for _, key, fmt in diagnostics:
+            value = _mean(epochs, key, q)
+            cells.append("-" if math.isnan(value) else format(value, fmt))
+        lines.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 
 

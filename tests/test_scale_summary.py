@@ -187,6 +187,8 @@ def test_walltime_sums_count_the_last_line_of_a_repeated_run(points, tmp_path):
         f"scale100\t{AAM}\t0\t50\n"
         f"scale100_grouped\t{AAM}\t0\t9999\n"  # another point
         f"scale100\t{PLUGIN}\t0\t130\n"  # the same run again: this line counts
+        f"scale100\tablation_K1\t0\t7777\n"  # another experiment at this scale
+        f"scale100\t{AAM}\t5\t8888\n"  # a seed this point did not score
         "\n"
         f"scale300\t{AAM}\t0\t3600\n"
         f"scale300\t{AAM}\t1\t3700.4\n"

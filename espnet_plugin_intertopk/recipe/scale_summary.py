@@ -13,10 +13,11 @@ difference in the JSON whose model is the reference or the plugin without LM,
 ``aamsoftmax_sc_topk``); and, with ``--walltime`` (lines
 ``point<TAB>model<TAB>seed<TAB>seconds``; a repeated (point, model, seed) counts
 once, its last line), the training wall time of each point (the lines whose point is
-``scale<N>``). The plot (``--scoring``'s scores) shows, side by side, the mean EER of
-every model with the spread over seeds, and the paired difference reference - baseline
-with its interval. Both are written atomically, never over an input; a user's mistake
-is one line on stderr (exit status 2 for the command line, 1 for the data).
+``scale<N>``, of the point's models and seeds). The plot (``--scoring``'s scores)
+shows, side by side, the mean EER of every model with the spread over seeds, and the
+paired difference reference - baseline with its interval. Both are written
+atomically, never over an input; a user's mistake is one line on stderr (exit status
+2 for the command line, 1 for the data).
 
 Reads JSON only: no ESPnet, no torch (matplotlib is imported for the plot alone).
 """
@@ -212,9 +213,17 @@ def read_walltime(path: Path) -> Dict[Tuple[str, str, str], float]:
     return runs
 
 
-def walltime_of(runs: Dict[Tuple[str, str, str], float], n: int) -> List[float]:
-    """Seconds of each run of point ``n`` (the lines whose point is scale<N>)."""
-    return [s for (point, _, _), s in runs.items() if point == f"scale{n}"]
+def walltime_of(runs: Dict[Tuple[str, str, str], float], point: Point) -> List[float]:
+    """Seconds of each run of ``point``: the lines whose point is scale<N>, whose
+    model is one the point scored (its LM model is trained in the same run) and
+    whose seed it scored; other experiments at that scale are left out."""
+    models = {m[: -len("_lm")] if m.endswith("_lm") else m for m in point.models}
+    seeds = {str(seed) for row in point.rows.values() for seed in row.seeds}
+    return [
+        s
+        for (name, model, seed), s in runs.items()
+        if name == f"scale{point.n}" and model in models and seed in seeds
+    ]
 
 
 def _cell(stat: Stat, digits: int) -> str:
@@ -310,7 +319,7 @@ def summary_markdown(
             "|---:|---:|---:|---:|---:|",
         ]
         for p in points:
-            runs = walltime_of(walltime, p.n)
+            runs = walltime_of(walltime, p)
             if runs:
                 total = sum(runs)
                 lines.append(

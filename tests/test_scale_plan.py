@@ -21,15 +21,17 @@ def plan(
     *args: str,
     logs: tuple[str, ...] = (),
     script: str = "local/scale.sh",
+    files: tuple[str, ...] = (),
 ) -> list[list[str]]:
     """The command lines (program name first) that ``SCRIPT ARGS`` runs, in order;
-    ``logs``: run directories (in the recipe) given a train.log first."""
+    ``logs``: run directories (in the recipe) given a train.log first, ``files``:
+    other (empty) files made first."""
     checkout = tmp_path / "checkout"
     recipe = checkout / "egs" / "synth" / "spk1"
     recipe.mkdir(parents=True)
-    for run in logs:
-        (recipe / run).mkdir(parents=True)
-        (recipe / run / "train.log").write_text("")
+    for path in [f"{run}/train.log" for run in logs] + list(files):
+        (recipe / path).parent.mkdir(parents=True, exist_ok=True)
+        (recipe / path).write_text("")
     shutil.copytree(RECIPE / "local", recipe / "local")
     (recipe / "conf").symlink_to(TESTS.parent / "conf")
     calls = tmp_path / "calls"
@@ -160,3 +162,20 @@ def test_the_comparison_calibrates_only_scores_with_as_norm(tmp_path):
     assert value(scoring, "--calibrate") == "both"
     scoring = last_call("--score_norm", "none")
     assert (value(scoring, "--stage"), value(scoring, "--stop_stage")) == ("6", "6")
+
+
+def test_wall_time_is_recorded_for_trainings_not_for_reruns(tmp_path):
+    finished = "valid.eer.ave.pth"  # ESPnet's last file of a finished training
+    files = (
+        f"exp/scale100/aamsoftmax/seed0/{finished}",
+        # The plugin's stage-3 run finished, its LM not: it trains.
+        f"exp/scale100/aamsoftmax_sc_topk/seed0/{finished}",
+    )
+    plan(tmp_path, "--scales", "100", "--corpus_speakers", "1000", "--parts", "curve",
+         "--seeds", "0", files=files)  # fmt: skip
+    walltime = tmp_path / "checkout/egs/synth/spk1/exp/scale_walltime.tsv"
+    recorded = [line.split("\t")[:3] for line in walltime.read_text().splitlines()]
+    assert recorded == [
+        ["scale100", "aamsoftmax_sc_topk", "0"],
+        ["scale100", "aamsoftmax_sc_topk_espnet", "0"],
+    ]

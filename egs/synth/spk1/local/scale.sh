@@ -41,7 +41,8 @@
 #             -> RESULTS_scale<N>_selection.md/.json, images/scale<N>_selection.png
 # Each RESULTS file has a JSON twin (.json); the curve's are summarised into
 # RESULTS_scale.md and images/scale_curve.png (recipe.scale_summary).
-# Each run's wall time goes to exp/scale_walltime.tsv, its log to
+# Each training's wall time goes to exp/scale_walltime.tsv (not a rerun's, which only
+# extracts again), its log to
 # exp/scale<N>[_grouped]/<model>_seed<S>.log. Rerunning it resumes: a finished
 # training run stays finished (its embeddings are extracted again).
 set -euo pipefail
@@ -131,8 +132,14 @@ no_warmup="--scheduler_conf warmup_steps=1"
 train_one() {
     local n="$1" suffix="$2" seed="$3" tag="$4" loss="$5" lm="$6" extra="$7"
     shift 7
-    local start
+    local start trained_before=true run
     start="$(date +%s)"
+    # A training that had finished (ESPnet writes the averaged model last) is only
+    # extracted again: that time is not a training's, so it is not recorded.
+    for run in "${tag}" $([ "${lm}" = true ] && echo "${tag}_lm"); do
+        [ -e "exp/scale${n}${suffix}/${run}/seed${seed}/valid.eer.ave.pth" ] \
+            || trained_before=false
+    done
     # shellcheck disable=SC2046
     ./run.sh --stage 3 --stop_stage 5 "${common[@]}" $(point_args "${n}" "${suffix}") \
         --loss "${loss}" --tag "${tag}" --train_seed "${seed}" --use_lm "${lm}" \
@@ -141,8 +148,10 @@ train_one() {
         > "exp/scale${n}${suffix}/${tag}_seed${seed}.log" 2>&1 \
         || { echo "scale: ${n}${suffix} ${tag} seed ${seed} failed," \
                   "see exp/scale${n}${suffix}/${tag}_seed${seed}.log"; return 1; }
-    printf '%s\t%s\t%s\t%s\n' "scale${n}${suffix}" "${tag}" "${seed}" \
-        "$(( $(date +%s) - start ))" >> exp/scale_walltime.tsv
+    if [ "${trained_before}" = false ]; then
+        printf '%s\t%s\t%s\t%s\n' "scale${n}${suffix}" "${tag}" "${seed}" \
+            "$(( $(date +%s) - start ))" >> exp/scale_walltime.tsv
+    fi
 }
 
 # The curve's three losses: name | loss | use_lm | extra arguments.

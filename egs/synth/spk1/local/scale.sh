@@ -228,7 +228,7 @@ score() {
 mkdir -p exp
 has() { [[ " ${parts} " == *" $1 "* ]]; }
 if [ "${score_only}" = false ]; then
-    # The largest scale first: it carries the ablation and the grouped variant.
+    # The curve, the largest scale first; the other parts after it, at the corpus's scale.
     for n in $(printf '%s\n' ${scales} | sort -rn); do
         has curve || continue
         prepare "${n}" ""
